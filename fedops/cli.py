@@ -1,0 +1,248 @@
+"""The ``fedops`` command line: the same flows as DVC and the Prefect deployments, for people and CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedops.env import configure_environment
+
+configure_environment()
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated-learning MLOps pipeline.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks and paper replications.")
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+out = Console()
+
+DEFAULT_CONFIG = Path("params.yaml")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: --set server.rounds=3 (YAML value).")
+
+
+def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    from fedops.config import ConfigError
+
+    overrides = {}
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. server.rounds=3")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Known user-facing errors become one line on stderr and a non-zero exit, no traceback."""
+    from fedops.config import ConfigError
+    from fedops.errors import FedopsError
+
+    try:
+        yield
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except FedopsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        # Data and round failures are library errors with clear messages of their own.
+        from fedops.data import DataError
+        from fedops.server.engine import RoundFailed
+
+        if isinstance(exc, (DataError, RoundFailed)):
+            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        raise
+
+
+def _load(config: Path, sets: list[str] | None):
+    from fedops.config import load_config
+
+    return load_config(config, _parse_sets(sets))
+
+
+@contextmanager
+def _round_progress(enabled: bool = True) -> Iterator[None]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fedops import progress
+
+    if not enabled:
+        yield
+        return
+    bar = Progress(
+        TextColumn("[bold]federated rounds"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=False,
+    )
+    state: dict[str, Any] = {}
+
+    def on(event: str, data: dict[str, Any]) -> None:
+        if event == "start":
+            state["task"] = bar.add_task("rounds", total=data["rounds"], status="")
+        elif event == "round" and "task" in state:
+            m = data["metrics"]
+            acc = m.get("test/accuracy")
+            status = f"acc {acc:.4f}" if acc is not None else ""
+            status += f"  loss {m['train/loss']:.4f}  clients {int(m['clients/aggregated'])}/{int(m['clients/selected'])}"
+            bar.update(state["task"], completed=data["round"], status=status)
+
+    unsubscribe = progress.subscribe(on)
+    with bar:
+        try:
+            yield
+        finally:
+            unsubscribe()
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(DEFAULT_CONFIG, help="Config YAML (default: params.yaml)."),
+    workdir: Path = typer.Option(Path("."), help="Where data/, reports/, models/ and mlflow/ live."),
+    sets: Optional[list[str]] = SetOpt,
+) -> None:
+    """Run the whole pipeline: prepare, validate, partition, train, evaluate, baseline."""
+    with _user_errors():
+        cfg = _load(config, sets)
+        from flows.pipeline import STAGES, run_stage
+
+        results = {}
+        for stage in STAGES:
+            console.print(f"[bold cyan]stage[/bold cyan] {stage}")
+            with _round_progress(stage == "train"):
+                results[stage] = run_stage(stage, cfg, str(workdir))
+        _print_summary(results)
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="prepare | validate | partition | train | evaluate | baseline"),
+    params: Path = typer.Option(DEFAULT_CONFIG, "--params", help="Config YAML (DVC uses params.yaml)."),
+    workdir: Path = typer.Option(Path(".")),
+    sets: Optional[list[str]] = SetOpt,
+) -> None:
+    """Run one pipeline stage (what each DVC stage calls)."""
+    with _user_errors():
+        cfg = _load(params, sets)
+        from flows.pipeline import run_stage
+
+        with _round_progress(name == "train"):
+            result = run_stage(name, cfg, str(workdir))
+        out.print_json(json.dumps(result, default=str))
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(DEFAULT_CONFIG),
+    workdir: Path = typer.Option(Path(".")),
+    sets: Optional[list[str]] = SetOpt,
+) -> None:
+    """Prepare the data set and validate it with Great Expectations; non-zero exit on failure."""
+    from fedops.paths import Paths
+
+    with _user_errors():
+        cfg = _load(config, sets)
+        from flows.pipeline import run_stage
+
+        run_stage("prepare", cfg, str(workdir))
+        try:
+            run_stage("validate", cfg, str(workdir))
+        finally:
+            _print_validation(Paths.at(workdir).validation_report)
+
+
+@app.command()
+def partition(
+    config: Path = typer.Argument(DEFAULT_CONFIG),
+    workdir: Path = typer.Option(Path(".")),
+    sets: Optional[list[str]] = SetOpt,
+) -> None:
+    """Prepare, validate and partition the data set; print the clients' sizes and label counts."""
+    from fedops.paths import Paths
+
+    with _user_errors():
+        cfg = _load(config, sets)
+        from flows.pipeline import run_stage
+
+        for s in ("prepare", "validate", "partition"):
+            run_stage(s, cfg, str(workdir))
+        paths = Paths.at(workdir)
+        manifest = json.loads(paths.manifest.read_text())
+        t = Table(title=f"{manifest['partitioner']} {manifest['params']} over {manifest['num_clients']} clients")
+        t.add_column("client")
+        t.add_column("size", justify="right")
+        t.add_column("label histogram")
+        t.add_column("validation")
+        for c in manifest["clients"][:50]:
+            t.add_row(str(c["id"]), str(c["size"]), " ".join(map(str, c["label_histogram"])), c.get("validation", "-"))
+        out.print(t)
+        out.print(f"manifest: {paths.manifest}\nheatmap:  {paths.heatmap}")
+
+
+@app.command()
+def ui(
+    workdir: Path = typer.Option(Path(".")),
+    port: int = typer.Option(5000),
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the project's tracking store."""
+    from fedops.paths import Paths
+    from fedops.tracking import resolve_tracking_uri
+
+    paths = Paths.at(workdir)
+    uri = resolve_tracking_uri(None, paths.mlflow_dir)
+    console.print(f"MLflow UI on http://127.0.0.1:{port}  (store {uri})")
+    os.execvp(
+        sys.executable,
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+         "--default-artifact-root", (paths.mlflow_dir / "artifacts").resolve().as_uri(),
+         "--host", "127.0.0.1", "--port", str(port)],
+    )
+
+
+def _print_validation(path: Path) -> None:
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    if report.get("error"):
+        console.print(f"[red]unreadable data:[/red] {report['error']}")
+    for r in report.get("reports", []):
+        t = Table(title=f"{r['name']} ({r['scope']}): {'passed' if r['success'] else 'FAILED'}")
+        t.add_column("expectation")
+        t.add_column("column")
+        t.add_column("ok")
+        t.add_column("unexpected", justify="right")
+        for e in r["results"]:
+            t.add_row(e["expectation"], str(e.get("column") or ""), "yes" if e["success"] else "[red]no[/red]",
+                      str(e.get("unexpected_count") if e.get("unexpected_count") is not None else ""))
+        out.print(t)
+    out.print(f"report: {path}")
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    train, ev, base = results.get("train", {}), results.get("evaluate", {}), results.get("baseline", {})
+    t = Table(title="fedops pipeline")
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("federated test accuracy", f"{ev.get('test_accuracy', float('nan')):.4f}")
+    if base.get("test_accuracy") is not None:
+        t.add_row("centralised baseline accuracy", f"{base['test_accuracy']:.4f}")
+    t.add_row("rounds", str(train.get("rounds")))
+    t.add_row("upload / download MB", f"{train.get('comm_bytes_up_total', 0) / 1e6:.1f} / {train.get('comm_bytes_down_total', 0) / 1e6:.1f}")
+    t.add_row("model params sha256", str(train.get("model_params_sha256")))
+    t.add_row("registered model", f"{train.get('registered_model')} v{train.get('registered_version')}")
+    t.add_row("MLflow run", f"{train.get('run_id')} ({train.get('tracking_uri')})")
+    out.print(t)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,150 @@
+"""Everything a simulated client needs, built once per training job and shared by the client tasks:
+the data on each device (partitions as index tensors, never copies), the model spec, the layout.
+
+Clients are spread over the available GPUs (client id modulo GPU count); on a CPU-only machine
+everything lives on the CPU.  One model instance per (thread, device) is reused across clients.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedops.client.local import local_train
+from fedops.config import Config
+from fedops.rng import STREAM_CLIENT, STREAM_DROPOUT, derive_seed, numpy_rng, torch_generator
+from fedops.types import ClientUpdate, EncodedUpdate, ParamLayout
+
+
+class ClientDropped(RuntimeError):
+    """A client that did not return an update (simulated or real failure)."""
+
+
+def resolve_devices(preference: str) -> list[torch.device]:
+    """CUDA devices when asked for or available (``auto``), else the CPU."""
+    if preference == "cpu":
+        return [torch.device("cpu")]
+    if torch.cuda.is_available():
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    if preference == "cuda":
+        raise RuntimeError("execution.device = 'cuda' but no CUDA device is available")
+    return [torch.device("cpu")]
+
+
+@dataclass
+class _DeviceData:
+    x: torch.Tensor
+    y: torch.Tensor
+    indices: list[torch.Tensor]
+
+
+@dataclass
+class ClientRuntime:
+    config: Config
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    partition_indices: list[np.ndarray]
+    client_meta: list[dict[str, Any]]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    devices: list[torch.device]
+    layout: ParamLayout = field(init=False)
+    _per_device: dict[torch.device, _DeviceData] = field(default_factory=dict, init=False)
+    _local: threading.local = field(default_factory=threading.local, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.layout = ParamLayout.from_module(self.new_model(seed=0))
+        for dev in self.devices:  # move data once, up front
+            self._data(dev)
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.partition_indices)
+
+    def sizes(self) -> list[int]:
+        return [len(ix) for ix in self.partition_indices]
+
+    def new_model(self, *, seed: int) -> torch.nn.Module:
+        return self.config.model.build(input_shape=self.input_shape, num_classes=self.num_classes, seed=seed)
+
+    def device_for(self, client_id: int) -> torch.device:
+        return self.devices[client_id % len(self.devices)]
+
+    def _data(self, device: torch.device) -> _DeviceData:
+        with self._lock:
+            if device not in self._per_device:
+                self._per_device[device] = _DeviceData(
+                    x=self.x_train.to(device),
+                    y=self.y_train.to(device),
+                    indices=[torch.tensor(np.asarray(ix), dtype=torch.long, device=device) for ix in self.partition_indices],
+                )
+            return self._per_device[device]
+
+    def _model(self, device: torch.device) -> torch.nn.Module:
+        models = getattr(self._local, "models", None)
+        if models is None:
+            models = self._local.models = {}
+        if device not in models:
+            models[device] = self.new_model(seed=0).to(device)
+        return models[device]
+
+    def check_dropout(self, *, round_idx: int, client_id: int) -> None:
+        p = self.config.simulation.dropout_prob
+        if p > 0 and numpy_rng(self.config.seed, STREAM_DROPOUT, round_idx, client_id).random() < p:
+            raise ClientDropped(f"client {client_id} dropped out in round {round_idx} (simulated, p={p})")
+
+    def train(self, *, round_idx: int, client_id: int, global_params: torch.Tensor) -> ClientUpdate:
+        """Local training of one client in one round, replayable from (seed, round, client)."""
+        if not 0 <= client_id < self.num_clients:
+            raise ValueError(f"client id {client_id} out of range 0..{self.num_clients - 1}")
+        self.check_dropout(round_idx=round_idx, client_id=client_id)
+        device = self.device_for(client_id)
+        data = self._data(device)
+        spec = self.config.client
+        gen = torch_generator(self.config.seed, STREAM_CLIENT, round_idx, client_id, device=device)
+        meta = self.client_meta[client_id] if self.client_meta else {}
+        transform = None
+        if meta:
+            from fedops.partition import apply_feature_transform
+
+            transform = lambda xb, g: apply_feature_transform(xb, meta, generator=g)  # noqa: E731
+        # Modules with their own randomness (dropout) draw from the global generator: seed it
+        # for this client so the round replays (exact when clients run one at a time).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(derive_seed(self.config.seed, STREAM_CLIENT, round_idx, client_id, 1))
+            update = local_train(
+                self._model(device),
+                client_id=client_id,
+                layout=self.layout,
+                global_params=global_params.to(device),
+                x=data.x,
+                y=data.y,
+                indices=data.indices[client_id],
+                epochs=spec.epochs,
+                batch_size=spec.batch_size,
+                lr=spec.lr,
+                momentum=spec.momentum,
+                weight_decay=spec.weight_decay,
+                prox_mu=spec.prox_mu,
+                generator=gen,
+                feature_transform=transform,
+            )
+        return update
+
+    def train_and_encode(self, *, round_idx: int, client_id: int, global_params: torch.Tensor) -> tuple[EncodedUpdate, dict[str, Any]]:
+        """Client side of a round: train, then encode for upload. Returns the wire message and
+        the client's own report (metrics, timing) for the client table."""
+        update = self.train(round_idx=round_idx, client_id=client_id, global_params=global_params)
+        payload, nbytes = self.config.transport.codec.encode(update.delta.cpu(), client_id=client_id)
+        report = {
+            **update.metrics,
+            "wall_time_s": update.wall_time_s,
+            "update_norm": float(update.delta.norm()),
+            "device": str(self.device_for(client_id)),
+        }
+        return EncodedUpdate(client_id=client_id, payload=payload, nbytes=nbytes, num_samples=update.num_samples), report

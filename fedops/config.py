@@ -1,0 +1,280 @@
+"""Pydantic config models, one section per pipeline stage.
+
+Unknown keys and invalid values are refused when the config loads, with one message naming the
+key, the value and what is allowed.  Plug-ins (dataset, partitioner, model, aggregator, server
+optimiser, codec, client selector) are named by registry key and validated by their own models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from fedops.registry import Registry
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; ``str()`` is a one-line message for the user."""
+
+
+def _plugin(registry_getter):
+    """A before-validator that builds a plug-in from ``{name: key, **hyperparameters}``."""
+
+    def build(value: Any) -> Any:
+        registry: Registry = registry_getter()
+        try:
+            return registry.build(value)
+        except ValidationError as exc:  # re-raise as one flat message, keeping key paths
+            raise ValueError(_describe(exc, prefix="")) from None
+
+    return BeforeValidator(build)
+
+
+def _datasets():
+    from fedops.data import DATASETS
+
+    return DATASETS
+
+
+def _partitioners():
+    from fedops.partition import PARTITIONERS
+
+    return PARTITIONERS
+
+
+def _models():
+    from fedops.models import MODELS
+
+    return MODELS
+
+
+def _aggregators():
+    from fedops.aggregate import AGGREGATORS
+
+    return AGGREGATORS
+
+
+def _server_optimizers():
+    from fedops.aggregate import SERVER_OPTIMIZERS
+
+    return SERVER_OPTIMIZERS
+
+
+def _codecs():
+    from fedops.compress import CODECS
+
+    return CODECS
+
+
+def _selectors():
+    from fedops.selection import SELECTORS
+
+    return SELECTORS
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ValidationSection(Section):
+    """Great Expectations checks on the whole data set and on every client's partition."""
+
+    enabled: bool = True
+    clients: bool = True
+
+
+class PartitionSection(Section):
+    """How the training set is split over clients: ``num_clients`` plus a partitioner plug-in
+    whose hyperparameters sit beside ``name`` (e.g. ``name: dirichlet, alpha: 0.5``)."""
+
+    num_clients: int = Field(20, ge=1)
+    partitioner: Annotated[Any, _plugin(_partitioners)] = {"name": "dirichlet", "alpha": 0.5}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "partitioner" not in data:
+            data = dict(data)
+            own = {k: data.pop(k) for k in list(data) if k in ("num_clients",)}
+            return {**own, "partitioner": data or {"name": "dirichlet", "alpha": 0.5}}
+        return data
+
+
+class ClientSection(Section):
+    """Local training: E epochs of minibatch SGD (``batch_size: null`` = full batch, i.e.
+    FedSGD when ``epochs: 1``), optional FedProx proximal term ``prox_mu``."""
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int | None = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    prox_mu: float = Field(0.0, ge=0)
+
+
+class ServerSection(Section):
+    rounds: int = Field(20, ge=1)
+    fraction: float = Field(0.5, gt=0, le=1)
+    min_clients: int = Field(1, ge=1)
+    selector: Annotated[Any, _plugin(_selectors)] = "uniform"
+    aggregator: Annotated[Any, _plugin(_aggregators)] = "fedavg"
+    optimizer: Annotated[Any, _plugin(_server_optimizers)] = "fedavg"
+    eval_every: int = Field(1, ge=1)
+
+
+class TransportSection(Section):
+    """What travels: the upload codec (``none`` sends float32)."""
+
+    codec: Annotated[Any, _plugin(_codecs)] = "none"
+
+
+class SimulationSection(Section):
+    """Simulated client behaviour: ``dropout_prob`` of a selected client failing every attempt."""
+
+    dropout_prob: float = Field(0.0, ge=0, lt=1)
+
+
+class ExecutionSection(Section):
+    """Where clients train: ``device`` auto picks CUDA when present (clients spread over the
+    GPUs), else CPU. ``max_workers`` clients run at once; failed clients are retried."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_workers: int = Field(1, ge=1)
+    retries: int = Field(1, ge=0)
+    retry_delay_s: float = Field(0.0, ge=0)
+    torch_threads: int | None = Field(None, ge=1)
+
+
+class TrackingSection(Section):
+    """MLflow: ``uri`` (or ``MLFLOW_TRACKING_URI``) overrides the embedded SQLite store."""
+
+    uri: str | None = None
+    experiment: str | None = None
+    register_model: bool = True
+    model_name: str | None = None
+
+
+class BaselineSection(Section):
+    """A centralised model trained on the union of the clients' data, same split, logged beside
+    the federated run."""
+
+    enabled: bool = True
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+
+
+class Config(Section):
+    name: str = Field("fashion-mnist-default", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    data: Annotated[Any, _plugin(_datasets)] = "fashion_mnist"
+    validation: ValidationSection = ValidationSection()
+    partition: PartitionSection = PartitionSection()
+    model: Annotated[Any, _plugin(_models)] = "small_cnn"
+    client: ClientSection = ClientSection()
+    server: ServerSection = ServerSection()
+    transport: TransportSection = TransportSection()
+    simulation: SimulationSection = SimulationSection()
+    execution: ExecutionSection = ExecutionSection()
+    tracking: TrackingSection = TrackingSection()
+    baseline: BaselineSection = BaselineSection()
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "Config":
+        k = self.partition.num_clients
+        per_round = clients_per_round(k, self.server.fraction)
+        if self.server.min_clients > per_round:
+            raise ValueError(
+                f"server.min_clients = {self.server.min_clients} exceeds the clients selected per "
+                f"round ({per_round} = fraction {self.server.fraction} x {k} clients); "
+                f"allowed: 1..{per_round}"
+            )
+        return self
+
+    def to_params(self) -> dict[str, Any]:
+        """The resolved config as a plain, YAML/JSON-ready dict (plug-ins expanded)."""
+        return self.model_dump(mode="json")
+
+    def flat_params(self) -> dict[str, str]:
+        """Dotted keys for tracking (``partition.partitioner.alpha`` -> "0.5")."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = str(value)
+
+        walk("", self.to_params())
+        return out
+
+
+def clients_per_round(num_clients: int, fraction: float) -> int:
+    """max(1, round(C * K)) clients per round, as in McMahan et al. 2017."""
+    return max(1, min(num_clients, round(fraction * num_clients)))
+
+
+def _describe(exc: ValidationError, *, prefix: str) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown key (value {err['input']!r})")
+        elif err["type"] in ("value_error", "assertion_error") or loc == "":
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        else:
+            parts.append(f"{loc} = {err['input']!r}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any] | None) -> Config:
+    """Validate a config mapping; raise :class:`ConfigError` with a one-line message."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {_describe(exc, prefix='')}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (``params.yaml`` or a preset in ``configs/``) and validate it.
+
+    ``overrides`` are dotted keys (``{"server.rounds": 3}``) applied before validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        apply_override(data, dotted, value)
+    return parse_config(data)
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value

@@ -1,0 +1,147 @@
+"""The server side of a round, as data (see DESIGN: one round):
+
+select -> (clients train and encode) -> decode -> validate -> aggregate -> server optimiser step.
+
+:class:`FederatedServer` holds the only state that lives across rounds: the global parameters and
+the server optimiser's moments.  It never sees which clients are simulated as faulty; it sees
+messages (encoded updates) and which selected clients did not answer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedops.config import Config, clients_per_round
+from fedops.rng import STREAM_SELECTION, numpy_rng
+from fedops.types import EncodedUpdate, RoundOutcome
+
+
+class RoundFailed(RuntimeError):
+    """Too few clients returned a usable update for the round to aggregate."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str = ""
+
+
+def check_update(delta: torch.Tensor, *, expected_size: int) -> Verdict:
+    """Server-side sanity check of one decoded update: shape, dtype, finiteness."""
+    if delta.ndim != 1 or delta.numel() != expected_size:
+        return Verdict(False, f"wrong length: expected {expected_size}, got shape {tuple(delta.shape)}")
+    if not delta.is_floating_point():
+        return Verdict(False, f"wrong dtype: expected floating point, got {delta.dtype}")
+    if not bool(torch.isfinite(delta).all()):
+        return Verdict(False, "non-finite values (NaN or Inf)")
+    return Verdict(True)
+
+
+@dataclass
+class FederatedServer:
+    config: Config
+    params: torch.Tensor
+    num_clients: int
+    opt_state: dict[str, torch.Tensor] = field(init=False)
+    bytes_up_total: int = 0
+    bytes_down_total: int = 0
+
+    def __post_init__(self) -> None:
+        self.params = self.params.detach().to(torch.float32).cpu().clone()
+        self.opt_state = self.config.server.optimizer.init_state(self.params)
+
+    @property
+    def clients_per_round(self) -> int:
+        return clients_per_round(self.num_clients, self.config.server.fraction)
+
+    def select(self, round_idx: int) -> list[int]:
+        rng = numpy_rng(self.config.seed, STREAM_SELECTION, round_idx)
+        chosen = self.config.server.selector.select(
+            num_clients=self.num_clients, count=self.clients_per_round, rng=rng
+        )
+        return [int(c) for c in chosen]
+
+    def broadcast_bytes(self) -> int:
+        return self.params.numel() * self.params.element_size()
+
+    def finish_round(
+        self,
+        round_idx: int,
+        *,
+        selected: list[int],
+        received: list[EncodedUpdate],
+        reports: dict[int, dict[str, Any]],
+        dropped: dict[int, str],
+        started: float,
+    ) -> RoundOutcome:
+        """Decode, validate and aggregate the round's updates, then step the global model.
+
+        Raises :class:`RoundFailed` (global model unchanged) when fewer than
+        ``server.min_clients`` usable updates arrived.
+        """
+        codec = self.config.transport.codec
+        d = self.params.numel()
+        rows: dict[int, dict[str, Any]] = {
+            cid: {"round": round_idx, "client_id": cid, "status": "dropped", "reason": dropped.get(cid, "no reply")}
+            for cid in selected
+        }
+        deltas, weights, accepted = [], [], []
+        bytes_up = 0
+        for msg in sorted(received, key=lambda m: m.client_id):
+            bytes_up += msg.nbytes
+            row = rows[msg.client_id]
+            row.update({"num_samples": msg.num_samples, "bytes_up": msg.nbytes, **reports.get(msg.client_id, {})})
+            delta = codec.decode(msg.payload)
+            verdict = check_update(delta, expected_size=d)
+            if not verdict.ok:
+                row.update(status="rejected", reason=verdict.reason)
+                continue
+            row.update(status="ok", reason="")
+            deltas.append(delta.to(torch.float32))
+            weights.append(float(msg.num_samples))
+            accepted.append(msg.client_id)
+        n_dropped = sum(r["status"] == "dropped" for r in rows.values())
+        n_rejected = sum(r["status"] == "rejected" for r in rows.values())
+        if len(accepted) < self.config.server.min_clients:
+            raise RoundFailed(
+                f"round {round_idx}: only {len(accepted)} usable updates from {len(selected)} selected "
+                f"clients ({n_dropped} dropped, {n_rejected} rejected); server.min_clients = "
+                f"{self.config.server.min_clients}. The global model was not changed."
+            )
+        stack = torch.stack(deltas)
+        w = torch.tensor(weights, dtype=torch.float32)
+        aggregate, agg_metrics = self.config.server.aggregator.aggregate(stack, weights=w)
+        self.params = self.config.server.optimizer.step(self.params, aggregate, self.opt_state)
+        bytes_down = self.broadcast_bytes() * len(selected)
+        self.bytes_up_total += bytes_up
+        self.bytes_down_total += bytes_down
+        losses = [(rows[c].get("train_loss"), rows[c]["num_samples"]) for c in accepted]
+        train_loss = sum(l * n for l, n in losses) / sum(n for _, n in losses)
+        metrics = {
+            "train/loss": train_loss,
+            "clients/selected": float(len(selected)),
+            "clients/aggregated": float(len(accepted)),
+            "clients/dropped": float(n_dropped),
+            "clients/rejected": float(n_rejected),
+            "comm/bytes_up": float(bytes_up),
+            "comm/bytes_down": float(bytes_down),
+            "comm/bytes_up_total": float(self.bytes_up_total),
+            "comm/bytes_down_total": float(self.bytes_down_total),
+            "comm/compression_ratio": float(4 * d * len(received)) / bytes_up if bytes_up else math.nan,
+            "update/norm": float(aggregate.norm()),
+            **{f"aggregate/{k}": v for k, v in agg_metrics.items()},
+            "time/round_s": time.perf_counter() - started,
+        }
+        table = [rows[c] for c in sorted(rows)]
+        return RoundOutcome(round=round_idx, params=self.params, metrics=metrics, client_table=table)
+
+
+def sample_weights(sizes: list[int]) -> np.ndarray:
+    s = np.asarray(sizes, dtype=np.float64)
+    return s / s.sum()

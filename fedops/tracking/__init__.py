@@ -1,0 +1,5 @@
+"""The only package that imports mlflow: turns metrics dicts and artifacts into MLflow calls."""
+
+from fedops.tracking.mlflow_tracker import RunTracker, resolve_tracking_uri
+
+__all__ = ["RunTracker", "resolve_tracking_uri"]

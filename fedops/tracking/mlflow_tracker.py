@@ -1,0 +1,122 @@
+"""MLflow tracking for fedops runs.
+
+Embedded default: a SQLite store and artifacts under ``<workdir>/mlflow/``; a tracking URI in the
+config or ``MLFLOW_TRACKING_URI`` overrides it.  Logging is batched: one ``log_batch`` call per
+round for all of that round's metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+_MAX_PARAMS_PER_BATCH = 100
+
+
+def resolve_tracking_uri(configured: str | None, mlflow_dir: Path) -> str:
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(mlflow_dir / 'mlflow.db').resolve()}"
+
+
+class RunTracker:
+    """One MLflow run (create or resume), logged through ``MlflowClient``."""
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        experiment: str,
+        artifact_dir: Path | None,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        if run_id is not None:
+            run = self.client.get_run(run_id)
+            self.run_id = run.info.run_id
+            self.experiment_id = run.info.experiment_id
+            if run.info.status != "RUNNING":
+                self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                self.experiment_id = exp.experiment_id
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {})
+            self.run_id = run.info.run_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def log_client_table(self, rows: list[dict[str, Any]], *, step: int) -> None:
+        self.log_dict(rows, f"clients/round_{step:04d}.json")
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_model(
+        self,
+        model,
+        *,
+        name: str = "model",
+        registered_model_name: str | None = None,
+        alias: str | None = None,
+    ) -> str | None:
+        """Log the torch model (pickle format: fast, loads back the class) and register it.
+        Returns the registered version, if registered."""
+        import mlflow.pytorch
+
+        with self._mlflow.start_run(run_id=self.run_id, nested=False):
+            info = mlflow.pytorch.log_model(
+                model.cpu(),
+                name=name,
+                serialization_format="pickle",
+                pip_requirements=["torch", "fedops"],
+                registered_model_name=registered_model_name,
+            )
+        version = getattr(info, "registered_model_version", None)
+        if registered_model_name and version is not None and alias:
+            self.client.set_registered_model_alias(registered_model_name, alias, str(version))
+        return None if version is None else str(version)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    @property
+    def ui_hint(self) -> str:
+        return f"experiment {self.experiment_id}, run {self.run_id} at {self.tracking_uri}"
+

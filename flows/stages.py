@@ -1,0 +1,109 @@
+"""Data-side stage flows: prepare -> validate -> partition.  Each DVC stage calls one of these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from fedops.config import Config, parse_config
+from fedops.errors import MissingInput, ValidationFailed
+from fedops.io import write_json_atomic
+from fedops.paths import Paths
+
+
+def _cfg(config: dict[str, Any] | Config) -> Config:
+    return config if isinstance(config, Config) else parse_config(config)
+
+
+def load_raw(cfg: Config, paths: Paths):
+    raw_dir = paths.raw_dir(cfg.data.name)
+    if not (raw_dir / "hashes.json").is_file():
+        raise MissingInput(f"no prepared data at {raw_dir}: run the prepare stage first (fedops stage prepare)")
+    return cfg.data.load_raw(raw_dir)
+
+
+@flow(name="prepare-data")
+def prepare_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
+    """Copy the raw data set files into ``data/raw/<dataset>/`` and record their hashes."""
+    cfg, paths = _cfg(config), Paths.at(workdir)
+    return cfg.data.prepare(raw_dir=paths.raw_dir(cfg.data.name), project_dir=paths.root)
+
+
+@flow(name="validate-data")
+def validate_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
+    """Great Expectations on the whole data set. A failure writes the report, then stops."""
+    from fedops.data import DataError, validate_dataset, write_report
+
+    cfg, paths = _cfg(config), Paths.at(workdir)
+    out = paths.validation_report
+    if not cfg.validation.enabled:
+        write_json_atomic({"dataset": cfg.data.name, "success": True, "skipped": True, "reports": []}, out)
+        return {"success": True, "skipped": True}
+    try:
+        raw = load_raw(cfg, paths)
+    except DataError as exc:
+        write_json_atomic({"dataset": cfg.data.name, "success": False, "error": str(exc), "reports": []}, out)
+        raise ValidationFailed(f"data validation failed: {exc} (report: {out})") from None
+    reports = validate_dataset(cfg.data, raw)
+    write_report(reports, out)
+    failed = [r for r in reports if not r.success]
+    if failed:
+        from fedops.data.validation import failed_expectations
+
+        what = "; ".join(f"{r.name}: {', '.join(failed_expectations(r))}" for r in failed)
+        raise ValidationFailed(f"data validation failed: {what} (report: {out})")
+    return {"success": True, "reports": len(reports)}
+
+
+@flow(name="partition-data")
+def partition_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
+    """Split the training set over clients, write the manifest and heatmap, validate each client."""
+    import numpy as np
+
+    from fedops.partition import build_manifest, partition_labels, plot_label_heatmap, save_manifest
+
+    cfg, paths = _cfg(config), Paths.at(workdir)
+    _require_validated(paths)
+    raw = load_raw(cfg, paths)
+    bundle = cfg.data.to_bundle(raw)
+    labels = bundle.y_train.numpy()
+    spec = cfg.partition
+    part = partition_labels(
+        spec.partitioner, labels, num_clients=spec.num_clients, seed=cfg.seed, groups=bundle.groups_train
+    )
+    manifest = build_manifest(
+        part, labels, dataset=cfg.data.name, partitioner=spec.partitioner, seed=cfg.seed,
+        num_classes=bundle.num_classes,
+    )
+    client_summary: dict[str, Any] = {"enabled": False}
+    if cfg.validation.enabled and cfg.validation.clients:
+        from fedops.data import validate_clients, write_report
+
+        reports = validate_clients(cfg.data, raw, part.indices)
+        write_report(reports, paths.client_validation_report)
+        failing = {i: r for i, r in enumerate(reports) if not r.success}
+        client_summary = {"enabled": True, "failed_clients": sorted(failing)}
+        for i, c in enumerate(manifest["clients"]):
+            c["validation"] = "passed" if i not in failing else "failed"
+    else:
+        write_json_atomic({"enabled": False, "reports": []}, paths.client_validation_report)
+    save_manifest(manifest, paths.manifest)
+    plot_label_heatmap(manifest, paths.heatmap)
+    sizes = np.array([c["size"] for c in manifest["clients"]])
+    return {
+        "num_clients": len(sizes),
+        "min_size": int(sizes.min()),
+        "max_size": int(sizes.max()),
+        "clients_validation": client_summary,
+    }
+
+
+def _require_validated(paths: Paths) -> None:
+    import json
+
+    report = paths.validation_report
+    if not report.is_file():
+        raise MissingInput(f"no validation report at {report}: run the validate stage first")
+    if not json.loads(report.read_text()).get("success", False):
+        raise ValidationFailed(f"the data failed validation ({report}); fix the data before partitioning")

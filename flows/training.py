@@ -1,0 +1,194 @@
+"""The federated-training flow: one Prefect task per selected client per round (mapped, retried),
+server-side aggregation in the flow, everything tracked in MLflow, the final model registered."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Any
+
+import torch
+from prefect import flow, task, unmapped
+from prefect.cache_policies import NONE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from fedops import progress
+from fedops.client.runtime import ClientRuntime, resolve_devices
+from fedops.config import Config
+from fedops.errors import MissingInput
+from fedops.evaluation import evaluate
+from fedops.io import sha256_bytes, write_bytes_atomic, write_json_atomic
+from fedops.paths import Paths
+from fedops.rng import STREAM_MODEL_INIT, derive_seed
+from fedops.server.engine import FederatedServer, RoundFailed
+from fedops.tracking import RunTracker, resolve_tracking_uri
+from flows.stages import _cfg, load_raw
+
+
+@task(name="train-client", cache_policy=NONE, task_run_name="round-{round_idx}-client-{client_id}")
+def train_client(runtime: ClientRuntime, round_idx: int, client_id: int, global_params: torch.Tensor):
+    return runtime.train_and_encode(round_idx=round_idx, client_id=client_id, global_params=global_params)
+
+
+def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[str, Any]]:
+    """Data on device, partitions as index arrays, from the prepared raw data and the manifest."""
+    from fedops.partition import load_manifest
+
+    if not paths.manifest.is_file():
+        raise MissingInput(f"no partition manifest at {paths.manifest}: run the partition stage first")
+    bundle = cfg.data.to_bundle(load_raw(cfg, paths))
+    partition, manifest = load_manifest(paths.manifest)
+    if manifest["dataset"] != cfg.data.name or manifest["num_clients"] != cfg.partition.num_clients:
+        raise MissingInput(
+            f"the manifest at {paths.manifest} is for {manifest['dataset']!r} with "
+            f"{manifest['num_clients']} clients, the config asks for {cfg.data.name!r} with "
+            f"{cfg.partition.num_clients}: rerun the partition stage"
+        )
+    if cfg.execution.torch_threads:
+        torch.set_num_threads(cfg.execution.torch_threads)
+    runtime = ClientRuntime(
+        config=cfg,
+        x_train=bundle.x_train,
+        y_train=bundle.y_train,
+        partition_indices=list(partition.indices),
+        client_meta=list(partition.client_meta),
+        input_shape=tuple(bundle.input_shape),
+        num_classes=bundle.num_classes,
+        devices=resolve_devices(cfg.execution.device),
+    )
+    return runtime, bundle, manifest
+
+
+def model_digest(params: torch.Tensor) -> str:
+    return sha256_bytes(params.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
+
+
+def start_tracker(cfg: Config, paths: Paths, *, role: str, run_name: str) -> RunTracker:
+    tracker = RunTracker(
+        tracking_uri=resolve_tracking_uri(cfg.tracking.uri, paths.mlflow_dir),
+        experiment=cfg.tracking.experiment or cfg.name,
+        artifact_dir=paths.mlflow_dir / "artifacts",
+        run_name=run_name,
+        tags={"fedops.role": role, "fedops.dataset": cfg.data.name, "fedops.config": cfg.name},
+    )
+    tracker.log_params(cfg.flat_params())
+    return tracker
+
+
+def _collect(futures, selected: list[int]):
+    received, reports, dropped = [], {}, {}
+    for cid, fut in zip(selected, futures):
+        fut.wait()
+        state = fut.state
+        if state.is_completed():
+            msg, report = fut.result()
+            received.append(msg)
+            reports[cid] = report
+        else:
+            dropped[cid] = (state.message or state.name).replace("\n", " ")[:500]
+    return received, reports, dropped
+
+
+@flow(name="federated-training")
+def federated_training(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
+    """Run ``server.rounds`` rounds of federated training and register the final model."""
+    cfg, paths = _cfg(config), Paths.at(workdir)
+    runtime, bundle, manifest = build_runtime(cfg, paths)
+    init = runtime.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
+    server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients)
+    eval_device = runtime.devices[0]
+    eval_model = init.to(eval_device)
+    x_test, y_test = bundle.x_test.to(eval_device), bundle.y_test.to(eval_device)
+
+    tracker = start_tracker(cfg, paths, role="federated", run_name=f"{cfg.name}-federated")
+    tracker.set_tags({
+        "fedops.partitioner": cfg.partition.partitioner.name,
+        "fedops.devices": ",".join(str(d) for d in runtime.devices),
+        "model.num_params": str(runtime.layout.size),
+    })
+    for artifact in (paths.manifest, paths.heatmap, paths.validation_report, paths.client_validation_report):
+        if artifact.is_file():
+            tracker.log_artifact(artifact, "data")
+
+    client_task = train_client.with_options(
+        retries=cfg.execution.retries, retry_delay_seconds=cfg.execution.retry_delay_s
+    )
+    history: list[dict[str, Any]] = []
+    progress.emit("start", rounds=cfg.server.rounds, run_id=tracker.run_id)
+    try:
+        for r in range(1, cfg.server.rounds + 1):
+            started = time.perf_counter()
+            selected = server.select(r)
+            futures = client_task.map(
+                runtime=unmapped(runtime), round_idx=unmapped(r), client_id=selected,
+                global_params=unmapped(server.params),
+            )
+            received, reports, dropped = _collect(futures, selected)
+            outcome = server.finish_round(
+                r, selected=selected, received=received, reports=reports, dropped=dropped, started=started
+            )
+            metrics = dict(outcome.metrics)
+            if r % cfg.server.eval_every == 0 or r == cfg.server.rounds:
+                runtime.layout.load_into(eval_model, server.params.to(eval_device))
+                ev = evaluate(eval_model, x_test, y_test, num_classes=bundle.num_classes)
+                metrics["test/accuracy"], metrics["test/loss"] = ev["accuracy"], ev["loss"]
+            metrics["time/round_s"] = time.perf_counter() - started
+            tracker.log_metrics(metrics, step=r)
+            tracker.log_client_table(outcome.client_table, step=r)
+            history.append({"round": r, **metrics})
+            progress.emit("round", round=r, rounds=cfg.server.rounds, metrics=metrics)
+    except BaseException as exc:
+        tracker.set_tags({"fedops.failure": f"{type(exc).__name__}: {exc}"[:5000]})
+        tracker.end("FAILED")
+        progress.emit("end", ok=False)
+        raise
+
+    runtime.layout.load_into(eval_model, server.params.to(eval_device))
+    digest = model_digest(server.params)
+    buf = io.BytesIO()
+    torch.save({"state_dict": eval_model.state_dict(), "params_sha256": digest}, buf)
+    write_bytes_atomic(buf.getvalue(), paths.model)
+    _write_rounds_csv(history, paths)
+    registered = None
+    if cfg.tracking.register_model:
+        registered = tracker.log_model(
+            eval_model, name="model", registered_model_name=cfg.tracking.model_name or cfg.name, alias="current"
+        )
+    final = history[-1]
+    summary = {
+        "run_id": tracker.run_id,
+        "experiment_id": tracker.experiment_id,
+        "tracking_uri": tracker.tracking_uri,
+        "rounds": cfg.server.rounds,
+        "final_test_accuracy": final.get("test/accuracy"),
+        "final_test_loss": final.get("test/loss"),
+        "comm_bytes_up_total": server.bytes_up_total,
+        "comm_bytes_down_total": server.bytes_down_total,
+        "model_params_sha256": digest,
+        "registered_model": cfg.tracking.model_name or cfg.name if registered else None,
+        "registered_version": registered,
+        "num_params": runtime.layout.size,
+    }
+    tracker.set_tags({"model.params_sha256": digest})
+    tracker.log_artifact(paths.rounds_csv, "reports")
+    tracker.end("FINISHED")
+    write_json_atomic(summary, paths.train_summary)
+    progress.emit("end", ok=True, summary=summary)
+    return summary
+
+
+def _write_rounds_csv(history: list[dict[str, Any]], paths: Paths) -> None:
+    cols = ["round", "test/accuracy", "test/loss", "train/loss", "clients/aggregated", "comm/bytes_up", "time/round_s"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([c.replace("/", "_") for c in cols])
+    for row in history:
+        w.writerow([row.get(c, "") for c in cols])
+    write_bytes_atomic(buf.getvalue().encode(), paths.rounds_csv)
+
+
+def run_federated_training(cfg: Config, workdir: str = ".") -> dict[str, Any]:
+    """Run the flow with a thread-pool task runner sized by ``execution.max_workers``."""
+    runner = ThreadPoolTaskRunner(max_workers=cfg.execution.max_workers)
+    return federated_training.with_options(task_runner=runner)(cfg.to_params(), workdir)

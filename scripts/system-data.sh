@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Offline data sources (no data set can be downloaded at run time on these machines):
+#  - Fashion-MNIST IDX files: Debian package dataset-fashion-mnist (installed when we are root).
+#  - Pima Indians Diabetes: the .rda inside Debian's r-cran-mlbench, extracted without installing R
+#    into .cache/system-data/ (the data sources also look at the installed package's path).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+APT_UPDATED=0
+apt_update_once() {
+  if [ "$APT_UPDATED" = 0 ]; then apt-get update -qq >/dev/null 2>&1 || true; APT_UPDATED=1; fi
+}
+
+FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+if [ ! -f "$FMNIST" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "system-data: installing dataset-fashion-mnist" >&2
+    apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+      || { apt_update_once; apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } \
+      || echo "system-data: could not install dataset-fashion-mnist; set data.path to the IDX files" >&2
+  else
+    echo "system-data: $FMNIST missing; install dataset-fashion-mnist (as root) or set data.path" >&2
+  fi
+fi
+
+PIMA_SYS=/usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda
+PIMA_LOCAL=.cache/system-data/usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda
+if [ ! -f "$PIMA_SYS" ] && [ ! -f "$PIMA_LOCAL" ] && command -v apt-get >/dev/null; then
+  echo "system-data: extracting PimaIndiansDiabetes.rda from r-cran-mlbench" >&2
+  mkdir -p .cache/debs .cache/system-data
+  ( cd .cache/debs && { apt-get download r-cran-mlbench >/dev/null 2>&1 \
+      || { apt_update_once; apt-get download r-cran-mlbench >/dev/null 2>&1; }; } ) \
+    && dpkg-deb -x .cache/debs/r-cran-mlbench_*.deb .cache/system-data \
+    || echo "system-data: could not fetch r-cran-mlbench; Pima runs need data.path" >&2
+fi
+exit 0
