@@ -146,13 +146,20 @@ class SimulationSection(Section):
 
 class ExecutionSection(Section):
     """Where clients train: ``device`` auto picks CUDA when present (clients spread over the
-    GPUs), else CPU. ``max_workers`` clients run at once; failed clients are retried."""
+    GPUs), else CPU. ``max_workers`` clients run at once (Prefect thread pool); failed clients
+    are retried. ``torch_threads`` per worker defaults to cores // max_workers: on CPU, one
+    OpenMP team per core beats several teams competing for the same cores."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_workers: int = Field(1, ge=1)
+    max_workers: int = Field(2, ge=1)
     retries: int = Field(1, ge=0)
     retry_delay_s: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)
+
+    def threads_per_worker(self) -> int:
+        import os
+
+        return self.torch_threads or max(1, (os.cpu_count() or 1) // self.max_workers)
 
 
 class TrackingSection(Section):

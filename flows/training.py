@@ -45,8 +45,7 @@ def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[s
             f"{manifest['num_clients']} clients, the config asks for {cfg.data.name!r} with "
             f"{cfg.partition.num_clients}: rerun the partition stage"
         )
-    if cfg.execution.torch_threads:
-        torch.set_num_threads(cfg.execution.torch_threads)
+    torch.set_num_threads(cfg.execution.threads_per_worker())
     runtime = ClientRuntime(
         config=cfg,
         x_train=bundle.x_train,

@@ -103,6 +103,9 @@ class ClientRuntime:
         if not 0 <= client_id < self.num_clients:
             raise ValueError(f"client id {client_id} out of range 0..{self.num_clients - 1}")
         self.check_dropout(round_idx=round_idx, client_id=client_id)
+        threads = self.config.execution.threads_per_worker()
+        if torch.get_num_threads() != threads:  # per calling thread (OpenMP)
+            torch.set_num_threads(threads)
         device = self.device_for(client_id)
         data = self._data(device)
         spec = self.config.client
