@@ -209,6 +209,54 @@ def ui(
     )
 
 
+@app.command()
+def serve(
+    config: Path = typer.Argument(DEFAULT_CONFIG, help="Default parameters for the deployments."),
+    workdir: Path = typer.Option(Path(".")),
+) -> None:
+    """Serve the Prefect deployments 'fedops-pipeline/default' and 'federated-training/default'.
+
+    Needs a Prefect API (e.g. `prefect server start --host 127.0.0.1` and PREFECT_API_URL set)."""
+    with _user_errors():
+        from flows.deployments import serve_all
+
+        serve_all(config.resolve(), workdir.resolve())
+
+
+@bench_app.command("w1")
+def bench_w1(
+    rounds: Optional[int] = typer.Option(None, help="Rounds to time (default: configs/w1.yaml)."),
+    config: Path = typer.Option(Path("configs/w1.yaml")),
+) -> None:
+    """Time W1 through the full pipeline and as a bare PyTorch loop; print the ratio."""
+    with _user_errors():
+        from benchmarks.w1 import main
+
+        r = main(config=config, rounds=rounds)
+        out.print(f"{r['workload']}, {r['rounds']} rounds")
+        out.print(f"  full pipeline (Prefect + MLflow, {r['pipeline_workers']} workers): {r['pipeline_s']:.1f} s")
+        out.print(f"  bare PyTorch loop (same SGD steps):             {r['bare_loop_s']:.1f} s")
+        out.print(f"  ratio pipeline / bare: {r['ratio']:.2f}x   (final models max |diff| {r['max_abs_param_diff']:.2e}, "
+                  f"pipeline test accuracy {r['pipeline_test_accuracy']:.4f})")
+
+
+@bench_app.command("fedsgd")
+def bench_fedsgd(target: float = typer.Option(0.80, help="Target test accuracy.")) -> None:
+    """FedAvg (E=5, B=10) vs FedSGD (E=1, full batch): rounds to reach a target accuracy."""
+    with _user_errors():
+        from benchmarks.fedsgd import main
+
+        r = main(target=target, log=console.print)
+        for key in ("fedavg", "fedsgd"):
+            s = r[key]
+            reached = s["rounds_to_target"] or f"not reached in {s['rounds_run']}"
+            out.print(f"{s['config']}: E={s['epochs']} B={s['batch_size'] or 'full'} lr={s['lr']}: "
+                      f"rounds to {target:.0%} = {reached} "
+                      f"(best {s['best_accuracy']:.4f}, {s['seconds']:.0f} s)")
+        if r["round_reduction"]:
+            out.print(f"FedAvg needs {r['round_reduction']:.1f}x fewer rounds than FedSGD")
+
+
 def _print_validation(path: Path) -> None:
     if not path.is_file():
         return

@@ -114,7 +114,7 @@ class ClientSection(Section):
     """Local training: E epochs of minibatch SGD (``batch_size: null`` = full batch, i.e.
     FedSGD when ``epochs: 1``), optional FedProx proximal term ``prox_mu``."""
 
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(2, ge=1)
     batch_size: int | None = Field(32, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -123,7 +123,7 @@ class ClientSection(Section):
 
 
 class ServerSection(Section):
-    rounds: int = Field(20, ge=1)
+    rounds: int = Field(30, ge=1)
     fraction: float = Field(0.5, gt=0, le=1)
     min_clients: int = Field(1, ge=1)
     selector: Annotated[Any, _plugin(_selectors)] = "uniform"

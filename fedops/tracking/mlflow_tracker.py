@@ -37,9 +37,13 @@ class RunTracker:
         run_id: str | None = None,
         tags: dict[str, str] | None = None,
     ) -> None:
+        import logging
+
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle-format notice
         self._mlflow = mlflow
         mlflow.set_tracking_uri(tracking_uri)
         self.tracking_uri = tracking_uri

@@ -1,0 +1,1 @@
+"""Benchmarks and paper replications (run with ``fedops bench ...``)."""

@@ -1,0 +1,70 @@
+"""The sequential in-process executor: the same client and server code as the Prefect flow,
+one client after another, no orchestration or tracking.  Used by algorithm benchmarks (rounds to
+a target accuracy) where thousands of cheap rounds would otherwise be dominated by bookkeeping."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from fedops.client.runtime import ClientDropped, ClientRuntime
+from fedops.evaluation import evaluate
+from fedops.rng import STREAM_MODEL_INIT, derive_seed
+from fedops.server.engine import FederatedServer
+
+
+@dataclass
+class SimulationResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rounds_to_target: int | None = None
+    params: torch.Tensor | None = None
+    seconds: float = 0.0
+
+
+def simulate(
+    runtime: ClientRuntime,
+    *,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    num_classes: int,
+    rounds: int,
+    target_accuracy: float | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> SimulationResult:
+    """Run up to ``rounds`` rounds; stop early once test accuracy reaches ``target_accuracy``."""
+    cfg = runtime.config
+    init = runtime.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
+    server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients)
+    device = runtime.devices[0]
+    model = init.to(device)
+    x_test, y_test = x_test.to(device), y_test.to(device)
+    result = SimulationResult()
+    start = time.perf_counter()
+    for r in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        selected = server.select(r)
+        received, reports, dropped = [], {}, {}
+        for cid in selected:
+            try:
+                msg, rep = runtime.train_and_encode(round_idx=r, client_id=cid, global_params=server.params)
+            except ClientDropped as exc:
+                dropped[cid] = str(exc)
+                continue
+            received.append(msg)
+            reports[cid] = rep
+        out = server.finish_round(r, selected=selected, received=received, reports=reports, dropped=dropped, started=t0)
+        runtime.layout.load_into(model, server.params.to(device))
+        ev = evaluate(model, x_test, y_test, num_classes=num_classes)
+        row = {"round": r, "test/accuracy": ev["accuracy"], "test/loss": ev["loss"], **out.metrics}
+        result.history.append(row)
+        if on_round:
+            on_round(row)
+        if target_accuracy is not None and ev["accuracy"] >= target_accuracy:
+            result.rounds_to_target = r
+            break
+    result.params = server.params
+    result.seconds = time.perf_counter() - start
+    return result
