@@ -31,8 +31,9 @@ def prepare(cfg: Config, workdir: Path) -> None:
         run_stage(stage, cfg, str(workdir))
 
 
-def bare_loop(cfg: Config, workdir: Path) -> tuple[float, torch.Tensor]:
-    """Plain PyTorch FedAvg with the pipeline's exact client selection and batch order."""
+def bare_loop(cfg: Config, workdir: Path) -> tuple[float, float, torch.Tensor]:
+    """Plain PyTorch FedAvg with the pipeline's exact client selection and batch order, and the
+    same test-set evaluation at the same cadence (timed apart). Returns (total s, eval s, params)."""
     from fedops.partition import load_manifest
 
     raw = cfg.data.load_raw(workdir / "data" / "raw" / cfg.data.name)
@@ -47,6 +48,8 @@ def bare_loop(cfg: Config, workdir: Path) -> tuple[float, torch.Tensor]:
     per_round = max(1, round(cfg.server.fraction * k))
     c = cfg.client
     torch.set_num_threads(os.cpu_count() or 1)
+    x_test, y_test = bundle.x_test, bundle.y_test
+    eval_s = 0.0
     start = time.perf_counter()
     for r in range(1, cfg.server.rounds + 1):
         chosen = np.sort(numpy_rng(cfg.seed, STREAM_SELECTION, r).choice(k, size=per_round, replace=False))
@@ -70,8 +73,17 @@ def bare_loop(cfg: Config, workdir: Path) -> tuple[float, torch.Tensor]:
                 acc[name] += n * v.double()
             total += n
         global_state = {name: (v / total).float() for name, v in acc.items()}
+        if r % cfg.server.eval_every == 0 or r == cfg.server.rounds:
+            t0 = time.perf_counter()
+            model.load_state_dict(global_state)
+            model.eval()
+            with torch.inference_mode():
+                correct = sum(int((model(x_test[i : i + 512]).argmax(1) == y_test[i : i + 512]).sum())
+                              for i in range(0, x_test.shape[0], 512))
+            model.train()
+            eval_s += time.perf_counter() - t0
     seconds = time.perf_counter() - start
-    return seconds, torch.cat([v.reshape(-1) for v in global_state.values()])
+    return seconds, eval_s, torch.cat([v.reshape(-1) for v in global_state.values()])
 
 
 def pipeline_run(cfg: Config, workdir: Path) -> tuple[float, dict[str, Any]]:
@@ -95,14 +107,17 @@ def warm_up(cfg: Config, workdir: Path) -> None:
     bare_loop(one, workdir)
 
 
-def main(*, config: Path = ROOT / "configs" / "w1.yaml", rounds: int | None = None, workdir: Path | None = None) -> dict[str, Any]:
-    overrides = {"server.rounds": rounds} if rounds else {}
+def main(
+    *, config: Path = ROOT / "configs" / "w1.yaml", rounds: int | None = None, workdir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    overrides = {**(overrides or {}), **({"server.rounds": rounds} if rounds else {})}
     cfg = load_config(config, overrides)
     workdir = workdir or ROOT / ".cache" / "bench" / cfg.name
     workdir.mkdir(parents=True, exist_ok=True)
     prepare(cfg, workdir)
     warm_up(cfg, workdir)
-    t_bare, bare_params = bare_loop(cfg, workdir)
+    t_bare, t_bare_eval, bare_params = bare_loop(cfg, workdir)
     t_pipe, summary = pipeline_run(cfg, workdir)
     saved = torch.load(workdir / "models" / "global.pt", weights_only=True)["state_dict"]
     pipe_params = torch.cat([v.reshape(-1).float() for v in saved.values() if v.is_floating_point()])
@@ -112,7 +127,9 @@ def main(*, config: Path = ROOT / "configs" / "w1.yaml", rounds: int | None = No
         "rounds": cfg.server.rounds,
         "pipeline_s": t_pipe,
         "bare_loop_s": t_bare,
+        "bare_eval_s": t_bare_eval,
         "ratio": t_pipe / t_bare,
+        "ratio_sgd_only": t_pipe / (t_bare - t_bare_eval),
         "pipeline_workers": cfg.execution.max_workers,
         "max_abs_param_diff": diff,
         "pipeline_test_accuracy": summary["final_test_accuracy"],

@@ -1,4 +1,8 @@
-"""Evaluation of a model on a held-out set: accuracy, mean cross-entropy, per-class accuracy."""
+"""Evaluation of a model on a held-out set: accuracy, mean cross-entropy, per-class accuracy.
+
+``evaluation_sums`` works on any slice of the test set and ``summarize`` combines slices, so the
+test set can be evaluated in shards on several workers and give exactly the single-pass result.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, batch_size: int = 4096) -> dict[str, float]:
-    if x.shape[0] == 0:
-        raise ValueError("cannot evaluate on an empty set")
+@torch.inference_mode()
+def evaluation_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """Summed loss, per-class hits and per-class counts over ``(x, y)``."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -24,8 +27,24 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes:
         correct += torch.bincount(yb[hit], minlength=num_classes)
         total += torch.bincount(yb, minlength=num_classes)
     model.train(was_training)
-    out = {"accuracy": float(correct.sum()) / x.shape[0], "loss": float(loss) / x.shape[0]}
-    for c in range(num_classes):
+    return {"loss_sum": loss.cpu(), "correct": correct.cpu(), "total": total.cpu()}
+
+
+def summarize(parts: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Accuracy, mean loss and per-class accuracy from one or more ``evaluation_sums``."""
+    correct = sum(p["correct"] for p in parts)
+    total = sum(p["total"] for p in parts)
+    n = int(total.sum())
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    out = {"accuracy": float(correct.sum()) / n, "loss": float(sum(p["loss_sum"] for p in parts)) / n}
+    for c in range(len(total)):
         if int(total[c]):
             out[f"class_{c}_accuracy"] = float(correct[c]) / float(total[c])
     return out
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, batch_size: int = 512) -> dict[str, float]:
+    if x.shape[0] == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    return summarize([evaluation_sums(model, x, y, num_classes=num_classes, batch_size=batch_size)])

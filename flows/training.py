@@ -17,7 +17,7 @@ from fedops import progress
 from fedops.client.runtime import ClientRuntime, resolve_devices
 from fedops.config import Config
 from fedops.errors import MissingInput
-from fedops.evaluation import evaluate
+from fedops.evaluation import evaluation_sums, summarize
 from fedops.io import sha256_bytes, write_bytes_atomic, write_json_atomic
 from fedops.paths import Paths
 from fedops.rng import STREAM_MODEL_INIT, derive_seed
@@ -29,6 +29,16 @@ from flows.stages import _cfg, load_raw
 @task(name="train-client", cache_policy=NONE, task_run_name="round-{round_idx}-client-{client_id}")
 def train_client(runtime: ClientRuntime, round_idx: int, client_id: int, global_params: torch.Tensor):
     return runtime.train_and_encode(round_idx=round_idx, client_id=client_id, global_params=global_params)
+
+
+@task(name="evaluate-shard", cache_policy=NONE, task_run_name="round-{round_idx}-evaluate-{lo}")
+def evaluate_shard(runtime: ClientRuntime, round_idx: int, params: torch.Tensor, x, y, lo: int, hi: int):
+    """Test-set evaluation of one shard, on the same worker threads as the clients so that all
+    heavy tensor work shares one set of CPU threads (see ExecutionSection)."""
+    runtime.use_worker_threads()
+    model = runtime.thread_model(x.device)
+    runtime.layout.load_into(model, params.to(x.device))
+    return evaluation_sums(model, x[lo:hi], y[lo:hi], num_classes=runtime.num_classes)
 
 
 def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[str, Any]]:
@@ -45,7 +55,6 @@ def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[s
             f"{manifest['num_clients']} clients, the config asks for {cfg.data.name!r} with "
             f"{cfg.partition.num_clients}: rerun the partition stage"
         )
-    torch.set_num_threads(cfg.execution.threads_per_worker())
     runtime = ClientRuntime(
         config=cfg,
         x_train=bundle.x_train,
@@ -57,6 +66,11 @@ def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[s
         devices=resolve_devices(cfg.execution.device),
     )
     return runtime, bundle, manifest
+
+
+def even_shards(n: int, parts: int) -> list[tuple[int, int]]:
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
 
 
 def model_digest(params: torch.Tensor) -> str:
@@ -94,11 +108,23 @@ def federated_training(config: dict[str, Any], workdir: str = ".") -> dict[str, 
     """Run ``server.rounds`` rounds of federated training and register the final model."""
     cfg, paths = _cfg(config), Paths.at(workdir)
     runtime, bundle, manifest = build_runtime(cfg, paths)
+    # Heavy tensor work runs in the task runner's worker threads; the flow's own thread stays on
+    # one CPU thread so that it never starts a competing OpenMP team.
+    main_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(cfg, paths, runtime, bundle)
+    finally:
+        torch.set_num_threads(main_threads)
+
+
+def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[str, Any]:
     init = runtime.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
     server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients)
     eval_device = runtime.devices[0]
     eval_model = init.to(eval_device)
     x_test, y_test = bundle.x_test.to(eval_device), bundle.y_test.to(eval_device)
+    shards = even_shards(x_test.shape[0], cfg.execution.max_workers)
 
     tracker = start_tracker(cfg, paths, role="federated", run_name=f"{cfg.name}-federated")
     tracker.set_tags({
@@ -116,6 +142,7 @@ def federated_training(config: dict[str, Any], workdir: str = ".") -> dict[str, 
     history: list[dict[str, Any]] = []
     progress.emit("start", rounds=cfg.server.rounds, run_id=tracker.run_id)
     try:
+        tracking_s = 0.0
         for r in range(1, cfg.server.rounds + 1):
             started = time.perf_counter()
             selected = server.select(r)
@@ -124,17 +151,29 @@ def federated_training(config: dict[str, Any], workdir: str = ".") -> dict[str, 
                 global_params=unmapped(server.params),
             )
             received, reports, dropped = _collect(futures, selected)
+            t_clients = time.perf_counter()
             outcome = server.finish_round(
                 r, selected=selected, received=received, reports=reports, dropped=dropped, started=started
             )
+            t_server = time.perf_counter()
             metrics = dict(outcome.metrics)
             if r % cfg.server.eval_every == 0 or r == cfg.server.rounds:
-                runtime.layout.load_into(eval_model, server.params.to(eval_device))
-                ev = evaluate(eval_model, x_test, y_test, num_classes=bundle.num_classes)
+                ev = summarize([f.result() for f in evaluate_shard.map(
+                    runtime=unmapped(runtime), round_idx=unmapped(r), params=unmapped(server.params),
+                    x=unmapped(x_test), y=unmapped(y_test), lo=[b[0] for b in shards], hi=[b[1] for b in shards],
+                )])
                 metrics["test/accuracy"], metrics["test/loss"] = ev["accuracy"], ev["loss"]
-            metrics["time/round_s"] = time.perf_counter() - started
+            done = time.perf_counter()
+            metrics.update({
+                "time/round_s": done - started,
+                "time/clients_s": t_clients - started,
+                "time/server_s": t_server - t_clients,
+                "time/eval_s": done - t_server,
+                "time/tracking_prev_round_s": tracking_s,
+            })
             tracker.log_metrics(metrics, step=r)
             tracker.log_client_table(outcome.client_table, step=r)
+            tracking_s = time.perf_counter() - done
             history.append({"round": r, **metrics})
             progress.emit("round", round=r, rounds=cfg.server.rounds, metrics=metrics)
     except BaseException as exc:

@@ -85,13 +85,20 @@ class ClientRuntime:
                 )
             return self._per_device[device]
 
-    def _model(self, device: torch.device) -> torch.nn.Module:
+    def thread_model(self, device: torch.device) -> torch.nn.Module:
+        """This thread's reusable model instance on ``device`` (weights are loaded per use)."""
         models = getattr(self._local, "models", None)
         if models is None:
             models = self._local.models = {}
         if device not in models:
             models[device] = self.new_model(seed=0).to(device)
         return models[device]
+
+    def use_worker_threads(self) -> None:
+        """Set this thread's intra-op thread count (OpenMP keeps it per calling thread)."""
+        threads = self.config.execution.threads_per_worker()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def check_dropout(self, *, round_idx: int, client_id: int) -> None:
         p = self.config.simulation.dropout_prob
@@ -103,9 +110,7 @@ class ClientRuntime:
         if not 0 <= client_id < self.num_clients:
             raise ValueError(f"client id {client_id} out of range 0..{self.num_clients - 1}")
         self.check_dropout(round_idx=round_idx, client_id=client_id)
-        threads = self.config.execution.threads_per_worker()
-        if torch.get_num_threads() != threads:  # per calling thread (OpenMP)
-            torch.set_num_threads(threads)
+        self.use_worker_threads()
         device = self.device_for(client_id)
         data = self._data(device)
         spec = self.config.client
@@ -121,7 +126,7 @@ class ClientRuntime:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(derive_seed(self.config.seed, STREAM_CLIENT, round_idx, client_id, 1))
             update = local_train(
-                self._model(device),
+                self.thread_model(device),
                 client_id=client_id,
                 layout=self.layout,
                 global_params=global_params.to(device),
