@@ -15,6 +15,9 @@ from rich.table import Table
 
 from fedops.env import configure_environment
 
+# The CLI reports failures as one line of its own and shows progress itself: Prefect's console
+# handler stays quiet (its API handler still sends every log line to the Prefect server / UI).
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 configure_environment()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated-learning MLOps pipeline.")

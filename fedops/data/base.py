@@ -226,22 +226,27 @@ class Dataset(PluginModel):
     # ---- shared ---------------------------------------------------------------------
 
     def prepare(self, *, raw_dir: Path, project_dir: Path) -> dict[str, Any]:
-        """Copy the raw files from the first working source into ``raw_dir``.
+        """Copy the raw files from the first available source into ``raw_dir``.
 
-        Each candidate is copied into a temporary sibling directory, hashed and parsed;
-        the first that parses replaces ``raw_dir`` by a rename.  Returns
+        A ``path`` set in the config is the only source tried: data the user named is never
+        silently replaced by another copy.  Otherwise the system package comes first, then a
+        download where one exists.  Files are copied into a temporary sibling directory and
+        hashed, which then replaces ``raw_dir`` by a rename.  Files are not parsed here: a
+        corrupt file is the validate stage's finding, with its report.  Returns
         ``{"dataset", "raw_dir", "source", "files", "tried"}``.
         """
         raw_dir = Path(raw_dir)
         project_dir = Path(project_dir)
         raw_dir.parent.mkdir(parents=True, exist_ok=True)
         tried: list[str] = []
-        for desc, fetch in self.sources(project_dir=project_dir):
+        sources = self.sources(project_dir=project_dir)
+        if getattr(self, "path", None):
+            sources = sources[:1]
+        for desc, fetch in sources:
             tmp = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.", suffix=".tmp", dir=raw_dir.parent))
             try:
                 origins = fetch(tmp)
                 hashes = write_hashes(tmp, origins)
-                self.load_raw(tmp, verify=False)  # refuse a source whose files do not parse
                 _swap_into_place(tmp, raw_dir)
             except Exception as exc:  # noqa: BLE001 - every failure means "try the next one"
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -249,10 +254,7 @@ class Dataset(PluginModel):
                 log.info("dataset %s: source %s failed: %s", self.name, desc, exc)
                 continue
             if tried:
-                # an explicit config path that failed deserves a warning; a missing system
-                # copy before the next fallback is normal
-                level = logging.WARNING if tried[0].startswith("config path") else logging.INFO
-                log.log(level, "dataset %s: using %s after: %s", self.name, desc, "; ".join(tried))
+                log.info("dataset %s: using %s after: %s", self.name, desc, "; ".join(tried))
             return {
                 "dataset": self.name,
                 "raw_dir": str(raw_dir),

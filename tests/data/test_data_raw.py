@@ -58,28 +58,33 @@ def test_config_path_wins(tmp_path, fmnist_dir, offline):
     assert info["files"][LABELS]["source"] == str(src / LABELS)
 
 
-def test_bad_config_path_falls_back_in_order(tmp_path, fmnist_dir, offline):
-    if not fm.SYSTEM_DIR.is_dir():
-        pytest.skip("system Fashion-MNIST absent")
+def test_config_path_is_authoritative(tmp_path, fmnist_dir, offline):
+    """A path the user named is the only source: never silently replaced by the system copy;
+    its files are copied as they are (a corrupt file is the validate stage's finding)."""
     src = tmp_path / "broken"
     shutil.copytree(fmnist_dir, src)
     (src / LABELS).write_bytes(b"not a gzip file")
-    info = DATASETS.build({"name": "fashion_mnist", "path": str(src)}).prepare(
-        raw_dir=tmp_path / "raw", project_dir=PROJECT_DIR)
-    assert info["source"].startswith("system package dataset-fashion-mnist")
-    assert len(info["tried"]) == 1 and info["tried"][0].startswith(f"config path {src}")
-    assert LABELS in info["tried"][0]
+    ds = DATASETS.build({"name": "fashion_mnist", "path": str(src)})
+    info = ds.prepare(raw_dir=tmp_path / "raw", project_dir=PROJECT_DIR)
+    assert info["source"] == f"config path {src}" and info["tried"] == []
+    assert (tmp_path / "raw" / LABELS).read_bytes() == b"not a gzip file"
+    with pytest.raises(DataError, match=LABELS):
+        ds.load_raw(tmp_path / "raw")
+    (src / LABELS).unlink()
+    with pytest.raises(DataError) as err:
+        ds.prepare(raw_dir=tmp_path / "raw2", project_dir=PROJECT_DIR)
+    assert f"config path {src}" in str(err.value) and "system package" not in str(err.value)
 
 
 def test_fmnist_all_sources_missing(tmp_path, monkeypatch, offline):
     monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "nowhere")
     raw_dir = tmp_path / "data" / "raw" / "fashion_mnist"
-    ds = DATASETS.build({"name": "fashion_mnist", "path": str(tmp_path / "also-nowhere")})
+    ds = DATASETS.build({"name": "fashion_mnist"})
     with pytest.raises(DataError) as err:
         ds.prepare(raw_dir=raw_dir, project_dir=tmp_path)
     msg = str(err.value)
-    assert msg.index("config path") < msg.index("system package") < msg.index("torchvision download")
-    assert str(tmp_path / "also-nowhere") in msg and str(tmp_path / "nowhere") in msg
+    assert msg.index("system package") < msg.index("torchvision download")
+    assert str(tmp_path / "nowhere") in msg
     assert "apt-get install dataset-fashion-mnist" in msg
     assert not raw_dir.exists()
     assert list(raw_dir.parent.iterdir()) == []  # no temp dirs left behind
