@@ -25,9 +25,14 @@ def load_raw(cfg: Config, paths: Paths):
 
 @flow(name="prepare-data")
 def prepare_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
-    """Copy the raw data set files into ``data/raw/<dataset>/`` and record their hashes."""
+    """Copy the raw data set files into ``data/raw/<dataset>/`` and record their hashes.
+
+    System data extracted by the bootstrap script, and relative ``data.path`` values, are
+    found from the project home (the repository), whatever the work directory."""
+    from fedops.env import project_home
+
     cfg, paths = _cfg(config), Paths.at(workdir)
-    return cfg.data.prepare(raw_dir=paths.raw_dir(cfg.data.name), project_dir=paths.root)
+    return cfg.data.prepare(raw_dir=paths.raw_dir(cfg.data.name), project_dir=project_home())
 
 
 @flow(name="validate-data")
