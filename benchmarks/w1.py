@@ -31,9 +31,10 @@ def prepare(cfg: Config, workdir: Path) -> None:
         run_stage(stage, cfg, str(workdir))
 
 
-def bare_loop(cfg: Config, workdir: Path) -> tuple[float, float, torch.Tensor]:
+def bare_loop(cfg: Config, workdir: Path) -> tuple[float, float, float, torch.Tensor]:
     """Plain PyTorch FedAvg with the pipeline's exact client selection and batch order, and the
-    same test-set evaluation at the same cadence (timed apart). Returns (total s, eval s, params)."""
+    same test-set evaluation at the same cadence (timed apart).
+    Returns (total s, eval s, final test accuracy, final params)."""
     from fedops.partition import load_manifest
 
     raw = cfg.data.load_raw(workdir / "data" / "raw" / cfg.data.name)
@@ -49,7 +50,7 @@ def bare_loop(cfg: Config, workdir: Path) -> tuple[float, float, torch.Tensor]:
     c = cfg.client
     torch.set_num_threads(os.cpu_count() or 1)
     x_test, y_test = bundle.x_test, bundle.y_test
-    eval_s = 0.0
+    eval_s, accuracy = 0.0, float("nan")
     start = time.perf_counter()
     for r in range(1, cfg.server.rounds + 1):
         chosen = np.sort(numpy_rng(cfg.seed, STREAM_SELECTION, r).choice(k, size=per_round, replace=False))
@@ -80,10 +81,11 @@ def bare_loop(cfg: Config, workdir: Path) -> tuple[float, float, torch.Tensor]:
             with torch.inference_mode():
                 correct = sum(int((model(x_test[i : i + 512]).argmax(1) == y_test[i : i + 512]).sum())
                               for i in range(0, x_test.shape[0], 512))
+            accuracy = correct / x_test.shape[0]
             model.train()
             eval_s += time.perf_counter() - t0
     seconds = time.perf_counter() - start
-    return seconds, eval_s, torch.cat([v.reshape(-1) for v in global_state.values()])
+    return seconds, eval_s, accuracy, torch.cat([v.reshape(-1) for v in global_state.values()])
 
 
 def pipeline_run(cfg: Config, workdir: Path) -> tuple[float, dict[str, Any]]:
@@ -117,7 +119,7 @@ def main(
     workdir.mkdir(parents=True, exist_ok=True)
     prepare(cfg, workdir)
     warm_up(cfg, workdir)
-    t_bare, t_bare_eval, bare_params = bare_loop(cfg, workdir)
+    t_bare, t_bare_eval, bare_accuracy, bare_params = bare_loop(cfg, workdir)
     t_pipe, summary = pipeline_run(cfg, workdir)
     saved = torch.load(workdir / "models" / "global.pt", weights_only=True)["state_dict"]
     pipe_params = torch.cat([v.reshape(-1).float() for v in saved.values() if v.is_floating_point()])
@@ -133,5 +135,6 @@ def main(
         "pipeline_workers": cfg.execution.max_workers,
         "max_abs_param_diff": diff,
         "pipeline_test_accuracy": summary["final_test_accuracy"],
+        "bare_test_accuracy": bare_accuracy,
     }
     return result

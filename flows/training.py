@@ -21,7 +21,7 @@ from fedops.evaluation import evaluation_sums, summarize
 from fedops.io import sha256_bytes, write_bytes_atomic, write_json_atomic
 from fedops.paths import Paths
 from fedops.rng import STREAM_MODEL_INIT, derive_seed
-from fedops.server.engine import FederatedServer, RoundFailed
+from fedops.server.engine import FederatedServer
 from fedops.tracking import RunTracker, resolve_tracking_uri
 from flows.stages import _cfg, load_raw
 
@@ -122,7 +122,7 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
     init = runtime.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
     server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients)
     eval_device = runtime.devices[0]
-    eval_model = init.to(eval_device)
+    final_model = init.to(eval_device)
     x_test, y_test = bundle.x_test.to(eval_device), bundle.y_test.to(eval_device)
     shards = even_shards(x_test.shape[0], cfg.execution.max_workers)
 
@@ -182,16 +182,16 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
         progress.emit("end", ok=False)
         raise
 
-    runtime.layout.load_into(eval_model, server.params.to(eval_device))
+    runtime.layout.load_into(final_model, server.params.to(eval_device))
     digest = model_digest(server.params)
     buf = io.BytesIO()
-    torch.save({"state_dict": eval_model.state_dict(), "params_sha256": digest}, buf)
+    torch.save({"state_dict": final_model.state_dict(), "params_sha256": digest}, buf)
     write_bytes_atomic(buf.getvalue(), paths.model)
     _write_rounds_csv(history, paths)
     registered = None
     if cfg.tracking.register_model:
         registered = tracker.log_model(
-            eval_model, name="model", registered_model_name=cfg.tracking.model_name or cfg.name, alias="current"
+            final_model, name="model", registered_model_name=cfg.tracking.model_name or cfg.name, alias="current"
         )
     final = history[-1]
     summary = {

@@ -10,4 +10,4 @@ import json; m = json.load(open('reports/metrics.json')); b = json.load(open('re
 t = json.load(open('reports/train.json'))
 print(f\"federated test accuracy {m['test_accuracy']:.4f} after {m['rounds']} rounds (centralised baseline {b['test_accuracy']:.4f})\")
 print(f\"model params sha256 {m['model_params_sha256']}\")
-print(f\"MLflow run {t['run_id']}; browse with: uv run fedops ui\")"
+print(f\"MLflow run {t['run_id']}; browse with: .venv/bin/fedops ui\")"

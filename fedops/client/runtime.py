@@ -16,11 +16,12 @@ import torch
 
 from fedops.client.local import local_train
 from fedops.config import Config
+from fedops.errors import FedopsError
 from fedops.rng import STREAM_CLIENT, STREAM_DROPOUT, derive_seed, numpy_rng, torch_generator
 from fedops.types import ClientUpdate, EncodedUpdate, ParamLayout
 
 
-class ClientDropped(RuntimeError):
+class ClientDropped(FedopsError):
     """A client that did not return an update (simulated or real failure)."""
 
 

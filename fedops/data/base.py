@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
 import numpy as np
 import pandas as pd
 
+from fedops.errors import FedopsError
 from fedops.registry import PluginModel, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,7 +50,7 @@ Scope = Literal["global", "client"]
 Split = Literal["train", "test"]
 
 
-class DataError(Exception):
+class DataError(FedopsError):
     """A data problem (missing source, corrupt file, hash mismatch, bad content)."""
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from fedops.io import write_json_atomic
 from fedops.data.base import DataError, Dataset, RawData, Scope, Split
 
 _MAX_DETAIL_VALUES = 10
@@ -328,21 +327,6 @@ def write_report(reports: ValidationReport | Sequence[ValidationReport], path: P
         "failed": {r.name: failed_expectations(r) for r in reports if not r.success},
         "reports": [r.to_dict() for r in reports],
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(payload, path)
     return path
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

@@ -14,15 +14,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from fedops.config import Config, clients_per_round
+from fedops.errors import FedopsError
 from fedops.rng import STREAM_SELECTION, numpy_rng
 from fedops.types import EncodedUpdate, RoundOutcome
 
 
-class RoundFailed(RuntimeError):
+class RoundFailed(FedopsError):
     """Too few clients returned a usable update for the round to aggregate."""
 
 
@@ -141,7 +141,3 @@ class FederatedServer:
         table = [rows[c] for c in sorted(rows)]
         return RoundOutcome(round=round_idx, params=self.params, metrics=metrics, client_table=table)
 
-
-def sample_weights(sizes: list[int]) -> np.ndarray:
-    s = np.asarray(sizes, dtype=np.float64)
-    return s / s.sum()
