@@ -89,7 +89,11 @@ def _round_progress(enabled: bool = True) -> Iterator[None]:
             acc = m.get("test/accuracy")
             status = f"acc {acc:.4f}" if acc is not None else ""
             status += f"  loss {m['train/loss']:.4f}  clients {int(m['clients/aggregated'])}/{int(m['clients/selected'])}"
+            if "privacy/epsilon" in m:
+                status += f"  eps {m['privacy/epsilon']:.3f}"
             bar.update(state["task"], completed=data["round"], status=status)
+        elif event == "stopped":
+            console.print(f"[yellow]stopped before round {data['round']}:[/yellow] {data['reason']}")
 
     unsubscribe = progress.subscribe(on)
     with bar:

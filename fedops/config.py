@@ -144,6 +144,41 @@ class SimulationSection(Section):
     dropout_prob: float = Field(0.0, ge=0, lt=1)
 
 
+class PrivacySection(Section):
+    """Differential privacy. ``central``: client-level DP-FedAvg (McMahan et al. 2018): each
+    update clipped to ``clip_norm`` (fixed, or adaptive as in Andrew et al. 2021), Gaussian noise
+    on the sum at the server, accounted by an Opacus accountant. Give ``noise_multiplier``, or
+    ``target_epsilon`` alone to solve it for ``server.rounds``; with ``target_epsilon`` a run
+    whose next round would exceed it stops cleanly. ``local``: sample-level DP-SGD inside every
+    client via Opacus' PrivacyEngine."""
+
+    mode: Literal["none", "central", "local"] = "none"
+    delta: float = Field(1e-5, gt=0, lt=1)
+    accountant: str = "rdp"
+    noise_multiplier: float | None = Field(None, ge=0)
+    target_epsilon: float | None = Field(None, gt=0)
+    clip_norm: float = Field(0.1, gt=0)
+    adaptive_clipping: bool = False
+    target_quantile: float = Field(0.5, ge=0, le=1)
+    clip_lr: float = Field(0.2, ge=0)
+    clip_count_stddev: float | None = Field(None, ge=0)
+    local_noise_multiplier: float = Field(1.0, ge=0)
+    local_max_grad_norm: float = Field(1.0, gt=0)
+    fix_model: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "PrivacySection":
+        from fedops.privacy import ACCOUNTANTS
+
+        ACCOUNTANTS.get(self.accountant)  # unknown -> ValueError listing the known ones
+        if self.mode == "central" and self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError(
+                "privacy.mode = 'central' needs privacy.noise_multiplier or privacy.target_epsilon "
+                "(a DP run with no noise and no budget is not a DP run)"
+            )
+        return self
+
+
 class ExecutionSection(Section):
     """Where clients train: ``device`` auto picks CUDA when present (clients spread over the
     GPUs), else CPU. ``max_workers`` clients run at once (Prefect thread pool); failed clients
@@ -192,6 +227,7 @@ class Config(Section):
     server: ServerSection = ServerSection()
     transport: TransportSection = TransportSection()
     simulation: SimulationSection = SimulationSection()
+    privacy: PrivacySection = PrivacySection()
     execution: ExecutionSection = ExecutionSection()
     tracking: TrackingSection = TrackingSection()
     baseline: BaselineSection = BaselineSection()
@@ -206,6 +242,18 @@ class Config(Section):
                 f"round ({per_round} = fraction {self.server.fraction} x {k} clients); "
                 f"allowed: 1..{per_round}"
             )
+        if self.privacy.mode == "central":
+            if self.server.selector.name != "poisson":
+                raise ValueError(
+                    f"privacy.mode = 'central' needs server.selector = 'poisson' (got "
+                    f"{self.server.selector.name!r}): the accountant's privacy amplification assumes "
+                    "each client joins a round independently with probability q = server.fraction"
+                )
+            if self.server.aggregator.name != "fedavg":
+                raise ValueError(
+                    f"privacy.mode = 'central' aggregates with DP-FedAvg (clip, sum, noise); "
+                    f"server.aggregator = {self.server.aggregator.name!r} cannot be combined with it"
+                )
         return self
 
     def to_params(self) -> dict[str, Any]:

@@ -136,6 +136,11 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
         if artifact.is_file():
             tracker.log_artifact(artifact, "data")
 
+    if cfg.privacy.mode != "none":
+        disclosure = server.privacy_disclosure()
+        tracker.log_params({f"privacy.disclosure.{k}": v for k, v in disclosure.items()})
+        tracker.log_dict(disclosure, "privacy/disclosure.json")
+    stopped = None
     client_task = train_client.with_options(
         retries=cfg.execution.retries, retry_delay_seconds=cfg.execution.retry_delay_s
     )
@@ -144,6 +149,11 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
     try:
         tracking_s = 0.0
         for r in range(1, cfg.server.rounds + 1):
+            stopped = server.privacy_stop_reason()
+            if stopped:
+                tracker.set_tags({"fedops.stopped": stopped})
+                progress.emit("stopped", round=r, reason=stopped)
+                break
             started = time.perf_counter()
             selected = server.select(r)
             futures = client_task.map(
@@ -193,12 +203,14 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
         registered = tracker.log_model(
             final_model, name="model", registered_model_name=cfg.tracking.model_name or cfg.name, alias="current"
         )
-    final = history[-1]
+    final = history[-1] if history else {}
     summary = {
         "run_id": tracker.run_id,
         "experiment_id": tracker.experiment_id,
         "tracking_uri": tracker.tracking_uri,
-        "rounds": cfg.server.rounds,
+        "rounds": len(history),
+        "stopped": stopped,
+        "privacy_epsilon": final.get("privacy/epsilon"),
         "final_test_accuracy": final.get("test/accuracy"),
         "final_test_loss": final.get("test/loss"),
         "comm_bytes_up_total": server.bytes_up_total,

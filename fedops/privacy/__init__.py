@@ -1,5 +1,6 @@
 """Differential privacy for fedops: clipping, client-level DP-FedAvg (with adaptive clipping),
-Opacus-backed accounting, and sample-level DP-SGD inside a client."""
+Opacus-backed accounting, and sample-level DP-SGD inside a client (``fedops.privacy.local_dp``,
+imported on use: opacus takes seconds to import)."""
 
 from fedops.privacy.accountant import (
     ACCOUNTANTS,
@@ -16,7 +17,6 @@ from fedops.privacy.dp_fedavg import (
     effective_noise_multiplier,
     split_noise_multiplier,
 )
-from fedops.privacy.local_dp import dp_sgd_train, offending_modules
 
 __all__ = [
     "ACCOUNTANTS",
@@ -27,9 +27,7 @@ __all__ = [
     "DPFedAvgConfig",
     "PrivacyLedger",
     "clip_by_norm",
-    "dp_sgd_train",
     "effective_noise_multiplier",
-    "offending_modules",
     "solve_noise_multiplier",
     "split_noise_multiplier",
 ]

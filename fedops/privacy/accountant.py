@@ -13,13 +13,12 @@ import copy
 import math
 import warnings
 from abc import abstractmethod
-from typing import Any, Literal
-
-import opacus
-from opacus.accountants import IAccountant, PRVAccountant, RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
+from typing import TYPE_CHECKING, Any, Literal
 
 from fedops.registry import PluginModel, Registry
+
+if TYPE_CHECKING:  # opacus takes seconds to import: only where an accountant is used
+    from opacus.accountants import IAccountant
 
 ACCOUNTANTS = Registry("accountant")
 
@@ -81,6 +80,8 @@ class RDP(Accountant):
     name: Literal["rdp"] = "rdp"
 
     def create(self) -> IAccountant:
+        from opacus.accountants import RDPAccountant
+
         return RDPAccountant()
 
 
@@ -92,6 +93,8 @@ class PRV(Accountant):
     eps_error: float = 0.01
 
     def create(self) -> IAccountant:
+        from opacus.accountants import PRVAccountant
+
         return PRVAccountant()
 
     def _epsilon(self, accountant: IAccountant, delta: float) -> float:
@@ -157,7 +160,7 @@ class PrivacyLedger:
         return {
             "accountant": self.accountant_name,
             "accountant_params": self.config.params(),
-            "opacus_version": opacus.__version__,
+            "opacus_version": _opacus_version(),
             "delta": self.delta,
             "steps": self.steps,
             "history": self.history,
@@ -194,6 +197,8 @@ def solve_noise_multiplier(
     with warnings.catch_warnings():
         # the bisection probes tiny sigmas where Opacus' largest RDP order is optimal
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        from opacus.accountants.utils import get_noise_multiplier
+
         sigma = get_noise_multiplier(
             target_epsilon=target,
             target_delta=d,
@@ -204,3 +209,9 @@ def solve_noise_multiplier(
             **config.solve_kwargs(),
         )
     return float(sigma)
+
+
+def _opacus_version() -> str:
+    from importlib.metadata import version
+
+    return version("opacus")

@@ -13,6 +13,9 @@ SELECTORS = Registry("client selector")
 
 
 class Selector(PluginModel):
+    #: True when the realised cohort size is random (Poisson sampling)
+    variable_cohort: bool = False
+
     @abstractmethod
     def select(self, *, num_clients: int, count: int, rng: np.random.Generator) -> np.ndarray:
         """Sorted ids of the ``count`` clients that train this round."""
@@ -30,4 +33,17 @@ class UniformSelector(Selector):
         return np.sort(rng.choice(num_clients, size=count, replace=False))
 
 
-__all__ = ["SELECTORS", "Selector", "UniformSelector"]
+@SELECTORS.register("poisson")
+class PoissonSelector(Selector):
+    """Each client joins independently with probability q = fraction: the subsampling that
+    DP accountants (Opacus RDP/PRV) analyse. ``count`` is only the expected cohort size."""
+
+    name: Literal["poisson"] = "poisson"
+    variable_cohort: bool = True
+
+    def select(self, *, num_clients, count, rng):
+        q = count / num_clients
+        return np.flatnonzero(rng.random(num_clients) < q)
+
+
+__all__ = ["SELECTORS", "Selector", "UniformSelector", "PoissonSelector"]

@@ -18,7 +18,7 @@ import torch
 
 from fedops.config import Config, clients_per_round
 from fedops.errors import FedopsError
-from fedops.rng import STREAM_SELECTION, numpy_rng
+from fedops.rng import STREAM_DP_NOISE, STREAM_SELECTION, numpy_rng, torch_generator
 from fedops.types import EncodedUpdate, RoundOutcome
 
 
@@ -51,10 +51,72 @@ class FederatedServer:
     opt_state: dict[str, torch.Tensor] = field(init=False)
     bytes_up_total: int = 0
     bytes_down_total: int = 0
+    dp: Any = field(init=False, default=None)
+    noise_multiplier: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.params = self.params.detach().to(torch.float32).cpu().clone()
         self.opt_state = self.config.server.optimizer.init_state(self.params)
+        if self.config.privacy.mode == "central":
+            self._init_central_dp()
+
+    # --- client-level differential privacy (DP-FedAvg) -----------------------------------
+    @property
+    def sample_rate(self) -> float:
+        return self.clients_per_round / self.num_clients
+
+    def _init_central_dp(self) -> None:
+        from fedops.privacy import DPFedAvg, DPFedAvgConfig, solve_noise_multiplier
+
+        p = self.config.privacy
+        sigma = p.noise_multiplier
+        if sigma is None:  # solve sigma so that server.rounds rounds spend target_epsilon
+            sigma = solve_noise_multiplier(
+                target_epsilon=p.target_epsilon, delta=p.delta, sample_rate=self.sample_rate,
+                steps=self.config.server.rounds, accountant=p.accountant,
+            )
+        self.noise_multiplier = float(sigma)
+        self.dp = DPFedAvg(DPFedAvgConfig(
+            noise_multiplier=self.noise_multiplier, clip_norm=p.clip_norm, adaptive=p.adaptive_clipping,
+            target_quantile=p.target_quantile, clip_lr=p.clip_lr, clip_count_stddev=p.clip_count_stddev,
+            population=self.num_clients, accountant=p.accountant, delta=p.delta,
+        ))
+
+    def privacy_disclosure(self) -> dict[str, Any]:
+        """What a DP run must disclose: unit, mechanism, accountant and its version, parameters."""
+        if self.dp is None:
+            return {"mode": self.config.privacy.mode}
+        p = self.config.privacy
+        ledger = self.dp.ledger.disclosure()
+        return {
+            "mode": "central",
+            "unit": "client-level (one client's whole update per round)",
+            "mechanism": "DP-FedAvg: clip to C, Gaussian noise sigma*C on the sum, fixed denominator q*N",
+            "accountant": ledger["accountant"],
+            "opacus_version": ledger["opacus_version"],
+            "delta": p.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "noise_multiplier_solved_for_target": p.noise_multiplier is None,
+            "clipping": (f"adaptive: initial C {p.clip_norm}, target quantile {p.target_quantile}, "
+                         f"clip lr {p.clip_lr}, count stddev {p.clip_count_stddev or 'cohort/20'}")
+            if p.adaptive_clipping else f"fixed C = {p.clip_norm}",
+            "sample_rate": self.sample_rate,
+            "sampling": "Poisson: each client independently with probability q",
+            "population": self.num_clients,
+            "rounds_planned": self.config.server.rounds,
+            "target_epsilon": p.target_epsilon,
+        }
+
+    def privacy_stop_reason(self) -> str | None:
+        """Why the next round must not run (its epsilon would pass the budget), else None."""
+        target = self.config.privacy.target_epsilon
+        if self.dp is None or target is None:
+            return None
+        if self.dp.ledger.would_exceed(target, noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate):
+            after = self.dp.ledger.epsilon_after(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+            return (f"privacy budget: epsilon {self.dp.ledger.epsilon():.4f} after {self.dp.rounds} rounds; "
+                    f"one more round would reach {after:.4f} > target {target}")
+        return None
 
     @property
     def clients_per_round(self) -> int:
@@ -116,7 +178,16 @@ class FederatedServer:
             )
         stack = torch.stack(deltas)
         w = torch.tensor(weights, dtype=torch.float32)
-        aggregate, agg_metrics = self.config.server.aggregator.aggregate(stack, weights=w)
+        if self.dp is not None:
+            aggregate, dp_metrics = self.dp.aggregate(
+                stack, expected_cohort=float(self.clients_per_round),
+                generator=torch_generator(self.config.seed, STREAM_DP_NOISE, round_idx),
+            )
+            agg_metrics = {}
+            privacy_metrics = {f"privacy/{k}": v for k, v in dp_metrics.items()}
+        else:
+            aggregate, agg_metrics = self.config.server.aggregator.aggregate(stack, weights=w)
+            privacy_metrics = {}
         self.params = self.config.server.optimizer.step(self.params, aggregate, self.opt_state)
         bytes_down = self.broadcast_bytes() * len(selected)
         self.bytes_up_total += bytes_up
@@ -136,6 +207,7 @@ class FederatedServer:
             "comm/compression_ratio": float(4 * d * len(received)) / bytes_up if bytes_up else math.nan,
             "update/norm": float(aggregate.norm()),
             **{f"aggregate/{k}": v for k, v in agg_metrics.items()},
+            **privacy_metrics,
             "time/round_s": time.perf_counter() - started,
         }
         table = [rows[c] for c in sorted(rows)]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedops.privacy import dp_sgd_train
+from fedops.privacy.local_dp import dp_sgd_train
 
 
 def data(n=64, seed=0):

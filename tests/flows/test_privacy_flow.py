@@ -1,0 +1,73 @@
+"""Client-level DP through the real training flow: disclosure, epsilon per round, budget stop."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedops.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from flows.pipeline import run_stage
+
+    work = tmp_path_factory.mktemp("dp")
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    for stage in ("prepare", "validate", "partition"):
+        run_stage(stage, cfg, str(work))
+    return work
+
+
+def test_budget_stop_at_the_right_round_and_disclosure(prepared):
+    from mlflow.tracking import MlflowClient
+    from opacus.accountants import RDPAccountant
+
+    from flows.training import run_federated_training
+
+    sigma, q, target = 2.0, 3 / 6, 3.0  # RDP: 2.81 after 4 rounds, 3.12 after 5
+    # independent reference: the first round whose epsilon would pass the target
+    acc, expected_rounds = RDPAccountant(), 0
+    while True:
+        acc.step(noise_multiplier=sigma, sample_rate=q)
+        if acc.get_epsilon(delta=1e-5) > target:
+            break
+        expected_rounds += 1
+    assert 1 <= expected_rounds < 20
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", {
+        "server.rounds": 20, "server.selector": "poisson", "server.min_clients": 1,
+        "privacy": {"mode": "central", "noise_multiplier": sigma, "target_epsilon": target, "clip_norm": 1.0},
+    })
+    summary = run_federated_training(cfg, str(prepared))
+    assert summary["rounds"] == expected_rounds
+    assert "privacy budget" in summary["stopped"]
+    client = MlflowClient(summary["tracking_uri"])
+    run = client.get_run(summary["run_id"])
+    eps = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "privacy/epsilon"), key=lambda m: m.step)]
+    assert len(eps) == expected_rounds and eps == sorted(eps) and eps[-1] <= target
+    assert "privacy budget" in run.data.tags["fedops.stopped"]
+    params = run.data.params
+    assert params["privacy.disclosure.accountant"] == "rdp"
+    assert params["privacy.disclosure.noise_multiplier"] == str(sigma)
+    assert params["privacy.disclosure.sample_rate"] == str(q)
+    assert params["privacy.disclosure.unit"].startswith("client-level")
+    assert params["privacy.disclosure.opacus_version"]
+    assert (prepared / "models" / "global.pt").is_file()  # the model is kept
+    disclosure = json.loads(Path(client.download_artifacts(run.info.run_id, "privacy/disclosure.json")).read_text())
+    assert disclosure["delta"] == 1e-5
+
+
+def test_target_epsilon_alone_solves_sigma_and_spends_at_most_the_budget(prepared):
+    from flows.training import run_federated_training
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", {
+        "server.rounds": 4, "server.selector": "poisson",
+        "privacy": {"mode": "central", "target_epsilon": 8.0, "clip_norm": 1.0, "adaptive_clipping": True,
+                    "clip_count_stddev": 5.0},
+    })
+    summary = run_federated_training(cfg, str(prepared))
+    assert summary["rounds"] == 4 and summary["stopped"] is None
+    assert 7.0 < summary["privacy_epsilon"] <= 8.0
