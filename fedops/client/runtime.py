@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fedops.client.local import local_train
-from fedops.config import Config
+from fedops.config import Config, ConfigError
 from fedops.errors import FedopsError
 from fedops.rng import STREAM_CLIENT, STREAM_DROPOUT, derive_seed, numpy_rng, torch_generator
 from fedops.types import ClientUpdate, EncodedUpdate, ParamLayout
@@ -57,9 +57,22 @@ class ClientRuntime:
     _per_device: dict[torch.device, _DeviceData] = field(default_factory=dict, init=False)
     _local: threading.local = field(default_factory=threading.local, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    #: local DP: each client's privacy ledger, composed over every round it trained in
+    _ledgers: dict[int, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        self.layout = ParamLayout.from_module(self.new_model(seed=0))
+        model = self.new_model(seed=0)
+        if self.config.privacy.mode == "local":
+            from fedops.privacy.local_dp import offending_modules
+
+            bad = offending_modules(model)
+            if bad:
+                raise ConfigError(
+                    f"privacy.mode = 'local' (DP-SGD): model {self.config.model.name!r} has modules Opacus "
+                    f"cannot train privately: {', '.join(bad)}; set privacy.fix_model: true to replace them "
+                    "(e.g. BatchNorm -> GroupNorm) or choose another model"
+                )
+        self.layout = ParamLayout.from_module(model)
         for dev in self.devices:  # move data once, up front
             self._data(dev)
 
@@ -71,7 +84,12 @@ class ClientRuntime:
         return [len(ix) for ix in self.partition_indices]
 
     def new_model(self, *, seed: int) -> torch.nn.Module:
-        return self.config.model.build(input_shape=self.input_shape, num_classes=self.num_classes, seed=seed)
+        model = self.config.model.build(input_shape=self.input_shape, num_classes=self.num_classes, seed=seed)
+        if self.config.privacy.mode == "local" and self.config.privacy.fix_model:
+            from opacus.validators import ModuleValidator
+
+            model = ModuleValidator.fix(model)
+        return model
 
     def device_for(self, client_id: int) -> torch.device:
         return self.devices[client_id % len(self.devices)]
@@ -122,6 +140,9 @@ class ClientRuntime:
             from fedops.partition import apply_feature_transform
 
             transform = lambda xb, g: apply_feature_transform(xb, meta, generator=g)  # noqa: E731
+        if self.config.privacy.mode == "local":
+            return self._train_dp_sgd(round_idx=round_idx, client_id=client_id, global_params=global_params,
+                                      device=device, data=data)
         # Modules with their own randomness (dropout) draw from the global generator: seed it
         # for this client so the round replays (exact when clients run one at a time).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -144,6 +165,36 @@ class ClientRuntime:
                 feature_transform=transform,
             )
         return update
+
+    def _train_dp_sgd(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, device, data) -> ClientUpdate:
+        """Sample-level DP-SGD (Opacus PrivacyEngine) for one client; the client's epsilon is
+        composed over all rounds it has trained in, on its own ledger."""
+        import time
+
+        from fedops.privacy import PrivacyLedger
+        from fedops.privacy.local_dp import dp_sgd_train
+
+        p, spec = self.config.privacy, self.config.client
+        start = time.perf_counter()
+        idx = data.indices[client_id]
+        model = self.thread_model(device)
+        self.layout.load_into(model, global_params.to(device))
+        _, info = dp_sgd_train(
+            model, x=data.x[idx], y=data.y[idx], epochs=spec.epochs, batch_size=spec.batch_size or idx.numel(),
+            lr=spec.lr, noise_multiplier=p.local_noise_multiplier, max_grad_norm=p.local_max_grad_norm,
+            delta=p.delta, generator_seed=derive_seed(self.config.seed, STREAM_CLIENT, round_idx, client_id) % 2**62,
+            accountant=p.accountant, flatten=self.layout.flatten,
+        )
+        with self._lock:
+            ledger = self._ledgers.setdefault(client_id, PrivacyLedger(p.accountant, p.delta))
+            for _ in range(int(info["steps"])):
+                ledger.step(noise_multiplier=p.local_noise_multiplier, sample_rate=info["sample_rate"])
+            epsilon = ledger.epsilon()
+        return ClientUpdate(
+            client_id=client_id, delta=info["delta_vector"].to(torch.float32), num_samples=int(idx.numel()),
+            metrics={"steps": float(info["steps"]), "epsilon": epsilon},
+            wall_time_s=time.perf_counter() - start,
+        )
 
     def train_and_encode(self, *, round_idx: int, client_id: int, global_params: torch.Tensor) -> tuple[EncodedUpdate, dict[str, Any]]:
         """Client side of a round: train, then encode for upload. Returns the wire message and

@@ -53,6 +53,7 @@ class FederatedServer:
     bytes_down_total: int = 0
     dp: Any = field(init=False, default=None)
     noise_multiplier: float | None = field(init=False, default=None)
+    local_epsilon_max: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         self.params = self.params.detach().to(torch.float32).cpu().clone()
@@ -192,8 +193,12 @@ class FederatedServer:
         bytes_down = self.broadcast_bytes() * len(selected)
         self.bytes_up_total += bytes_up
         self.bytes_down_total += bytes_down
-        losses = [(rows[c].get("train_loss"), rows[c]["num_samples"]) for c in accepted]
-        train_loss = sum(l * n for l, n in losses) / sum(n for _, n in losses)
+        losses = [(rows[c]["train_loss"], rows[c]["num_samples"]) for c in accepted if "train_loss" in rows[c]]
+        train_loss = sum(l * n for l, n in losses) / sum(n for _, n in losses) if losses else math.nan
+        client_eps = [rows[c]["epsilon"] for c in accepted if "epsilon" in rows[c]]
+        if client_eps:  # local DP: the worst client's composed epsilon so far
+            self.local_epsilon_max = max(self.local_epsilon_max, *client_eps)
+            privacy_metrics["privacy/local_epsilon_max"] = self.local_epsilon_max
         metrics = {
             "train/loss": train_loss,
             "clients/selected": float(len(selected)),

@@ -71,3 +71,33 @@ def test_target_epsilon_alone_solves_sigma_and_spends_at_most_the_budget(prepare
     summary = run_federated_training(cfg, str(prepared))
     assert summary["rounds"] == 4 and summary["stopped"] is None
     assert 7.0 < summary["privacy_epsilon"] <= 8.0
+
+
+def test_local_dp_sgd_tracks_each_clients_epsilon(prepared):
+    from mlflow.tracking import MlflowClient
+
+    from flows.training import run_federated_training
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", {
+        "server.rounds": 3, "server.fraction": 1.0, "execution.max_workers": 1,
+        "privacy": {"mode": "local", "local_noise_multiplier": 1.0, "local_max_grad_norm": 1.0},
+    })
+    summary = run_federated_training(cfg, str(prepared))
+    client = MlflowClient(summary["tracking_uri"])
+    worst = [m.value for m in sorted(client.get_metric_history(summary["run_id"], "privacy/local_epsilon_max"),
+                                     key=lambda m: m.step)]
+    assert len(worst) == 3 and worst[0] > 0 and worst == sorted(worst) and worst[-1] > worst[0]
+    table = json.loads(Path(client.download_artifacts(summary["run_id"], "clients/round_0003.json")).read_text())
+    assert max(r["epsilon"] for r in table) == pytest.approx(worst[-1])
+
+
+def test_local_dp_refuses_models_opacus_cannot_train(prepared):
+    from fedops.config import ConfigError
+    from flows.training import run_federated_training
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", {
+        "model": {"name": "torchvision", "arch": "resnet18"}, "server.rounds": 1,
+        "privacy": {"mode": "local"},
+    })
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        run_federated_training(cfg, str(prepared))
