@@ -179,6 +179,24 @@ class PrivacySection(Section):
         return self
 
 
+class SecAggSection(Section):
+    """Secure aggregation (Bonawitz et al. 2017; SecAgg+ neighbour graph of Bell et al. 2020):
+    the server learns only the sum of the surviving clients' updates. Each client clips every
+    coordinate of its update to [-clip, clip], weights it by its sample count (relative to the
+    largest client) and quantises it to fixed point in Z_M, M = 2**bits. ``neighbours`` is
+    SecAgg+'s k (default ~2 log2 n); ``complete_graph: true`` runs plain SecAgg."""
+
+    enabled: bool = False
+    bits: Literal[32, 64] = 32
+    clip: float = Field(1.0, gt=0)
+    scale: float = Field(65536.0, gt=0)
+    complete_graph: bool = False
+    neighbours: int | None = Field(None, ge=1)
+    threshold: int | None = Field(None, ge=1)
+    dropout_fraction: float = Field(0.0, ge=0, lt=1)
+    dropout_stage: Literal["advertise", "share", "masked"] = "masked"
+
+
 class ExecutionSection(Section):
     """Where clients train: ``device`` auto picks CUDA when present (clients spread over the
     GPUs), else CPU. ``max_workers`` clients run at once (Prefect thread pool); failed clients
@@ -228,6 +246,7 @@ class Config(Section):
     transport: TransportSection = TransportSection()
     simulation: SimulationSection = SimulationSection()
     privacy: PrivacySection = PrivacySection()
+    secagg: SecAggSection = SecAggSection()
     execution: ExecutionSection = ExecutionSection()
     tracking: TrackingSection = TrackingSection()
     baseline: BaselineSection = BaselineSection()
@@ -242,6 +261,8 @@ class Config(Section):
                 f"round ({per_round} = fraction {self.server.fraction} x {k} clients); "
                 f"allowed: 1..{per_round}"
             )
+        if self.secagg.enabled:
+            self._check_secagg(per_round)
         if self.privacy.mode == "central":
             if self.server.selector.name != "poisson":
                 raise ValueError(
@@ -255,6 +276,28 @@ class Config(Section):
                     f"server.aggregator = {self.server.aggregator.name!r} cannot be combined with it"
                 )
         return self
+
+    def _check_secagg(self, per_round: int) -> None:
+        from fedops.secagg import check_overflow
+
+        if self.server.aggregator.needs_individual_updates:
+            raise ValueError(
+                f"secagg.enabled hides individual updates, so server.aggregator = "
+                f"{self.server.aggregator.name!r} (which needs them) cannot run; use fedavg"
+            )
+        if self.transport.codec.name != "none" and not self.transport.codec.secagg_compatible:
+            raise ValueError(
+                f"transport.codec = {self.transport.codec.name!r} cannot be summed under secure-aggregation "
+                "masks; use none (secure aggregation quantises to fixed point itself)"
+            )
+        if self.privacy.mode == "central":
+            raise ValueError(
+                "privacy.mode = 'central' with secagg.enabled needs client-side clipping before masking, "
+                "which this version does not implement yet; run one of them"
+            )
+        # The most clients that can be in one sum: the round size, or everyone under Poisson sampling.
+        n = self.partition.num_clients if self.server.selector.variable_cohort else per_round
+        check_overflow(n=n, clip=self.secagg.clip, scale=self.secagg.scale, bits=self.secagg.bits)
 
     def to_params(self) -> dict[str, Any]:
         """The resolved config as a plain, YAML/JSON-ready dict (plug-ins expanded)."""

@@ -196,13 +196,33 @@ class ClientRuntime:
             wall_time_s=time.perf_counter() - start,
         )
 
+    def secagg_encode(self, update: ClientUpdate) -> tuple[dict[str, Any], int, dict[str, Any]]:
+        """Client side of secure aggregation: clip each coordinate to [-clip, clip], weight by
+        n_i / n_max (public bound), append the weight (times clip) so the server can divide the
+        sum of weighted updates by the sum of weights, quantise to fixed point in Z_M."""
+        from fedops.secagg import quantize
+
+        sa = self.config.secagg
+        w = update.num_samples / max(self.sizes())
+        delta = update.delta.detach().cpu().to(torch.float64)
+        clipped = int((delta.abs() > sa.clip).sum())
+        x = torch.cat([delta.clamp(-sa.clip, sa.clip) * w, torch.tensor([w * sa.clip], dtype=torch.float64)])
+        q = quantize(x.numpy(), clip=sa.clip, scale=sa.scale, bits=sa.bits)
+        return {"quantized": q}, q.size * sa.bits // 8, {"secagg_clipped_coordinates": clipped}
+
     def train_and_encode(self, *, round_idx: int, client_id: int, global_params: torch.Tensor) -> tuple[EncodedUpdate, dict[str, Any]]:
         """Client side of a round: train, then encode for upload. Returns the wire message and
         the client's own report (metrics, timing) for the client table."""
         update = self.train(round_idx=round_idx, client_id=client_id, global_params=global_params)
-        payload, nbytes = self.config.transport.codec.encode(update.delta.cpu(), client_id=client_id)
+        extra: dict[str, Any] = {}
+        if self.config.secagg.enabled:
+            payload, nbytes, extra = self.secagg_encode(update)
+        else:
+            payload, nbytes = self.config.transport.codec.encode(update.delta.cpu(), client_id=client_id)
         report = {
             **update.metrics,
+            **extra,
+            "num_samples": update.num_samples,
             "wall_time_s": update.wall_time_s,
             "update_norm": float(update.delta.norm()),
             "device": str(self.device_for(client_id)),

@@ -150,10 +150,7 @@ class FederatedServer:
         """
         codec = self.config.transport.codec
         d = self.params.numel()
-        rows: dict[int, dict[str, Any]] = {
-            cid: {"round": round_idx, "client_id": cid, "status": "dropped", "reason": dropped.get(cid, "no reply")}
-            for cid in selected
-        }
+        rows = self._rows(round_idx, selected, dropped)
         deltas, weights, accepted = [], [], []
         bytes_up = 0
         for msg in sorted(received, key=lambda m: m.client_id):
@@ -169,14 +166,7 @@ class FederatedServer:
             deltas.append(delta.to(torch.float32))
             weights.append(float(msg.num_samples))
             accepted.append(msg.client_id)
-        n_dropped = sum(r["status"] == "dropped" for r in rows.values())
-        n_rejected = sum(r["status"] == "rejected" for r in rows.values())
-        if len(accepted) < self.config.server.min_clients:
-            raise RoundFailed(
-                f"round {round_idx}: only {len(accepted)} usable updates from {len(selected)} selected "
-                f"clients ({n_dropped} dropped, {n_rejected} rejected); server.min_clients = "
-                f"{self.config.server.min_clients}. The global model was not changed."
-            )
+        self._require(round_idx, accepted, selected, rows)
         stack = torch.stack(deltas)
         w = torch.tensor(weights, dtype=torch.float32)
         if self.dp is not None:
@@ -189,10 +179,74 @@ class FederatedServer:
         else:
             aggregate, agg_metrics = self.config.server.aggregator.aggregate(stack, weights=w)
             privacy_metrics = {}
+        return self._apply(
+            round_idx, aggregate=aggregate, rows=rows, selected=selected, accepted=accepted,
+            bytes_up=bytes_up, raw_bytes=4 * d * len(received),
+            extra={**{f"aggregate/{k}": v for k, v in agg_metrics.items()}, **privacy_metrics}, started=started,
+        )
+
+    def finish_secure_round(
+        self,
+        round_idx: int,
+        *,
+        selected: list[int],
+        result: Any,
+        reports: dict[int, dict[str, Any]],
+        dropped: dict[int, str],
+        started: float,
+    ) -> RoundOutcome:
+        """The server side of a secure-aggregation round: it sees only ``result`` (the unmasked
+        sum of the survivors' quantised, weighted updates, who survived, who dropped and why),
+        never an individual update."""
+        from fedops.secagg import dequantize_sum
+
+        sa = self.config.secagg
+        rows = self._rows(round_idx, selected, dropped)
+        for cid, reason in result.dropped.items():
+            rows[cid].update(status="dropped", reason=f"secure aggregation: {reason}")
+        accepted = sorted(result.survivors)
+        for cid in accepted:
+            rows[cid].update({"status": "ok", "reason": "", "bytes_up": result.bytes_up.get(cid, 0), **reports.get(cid, {})})
+        self._require(round_idx, accepted, selected, rows)
+        total = dequantize_sum(result.sum, n=len(accepted), scale=sa.scale, bits=sa.bits)
+        weight_sum = total[-1] / sa.clip
+        if weight_sum <= 0:
+            raise RoundFailed(f"round {round_idx}: secure aggregation returned a non-positive weight sum {weight_sum}")
+        aggregate = torch.from_numpy(total[:-1] / weight_sum).to(torch.float32)
+        d = self.params.numel()
+        return self._apply(
+            round_idx, aggregate=aggregate, rows=rows, selected=selected, accepted=accepted,
+            bytes_up=sum(result.bytes_up.values()), raw_bytes=4 * d * len(accepted),
+            extra={"secagg/survivors": float(len(accepted)), "secagg/time_s": sum(result.timings.values())},
+            started=started,
+        )
+
+    def _rows(self, round_idx: int, selected: list[int], dropped: dict[int, str]) -> dict[int, dict[str, Any]]:
+        return {
+            cid: {"round": round_idx, "client_id": cid, "status": "dropped", "reason": dropped.get(cid, "no reply")}
+            for cid in selected
+        }
+
+    def _require(self, round_idx: int, accepted: list[int], selected: list[int], rows: dict[int, dict[str, Any]]) -> None:
+        if len(accepted) < self.config.server.min_clients:
+            n_dropped = sum(r["status"] == "dropped" for r in rows.values())
+            n_rejected = sum(r["status"] == "rejected" for r in rows.values())
+            raise RoundFailed(
+                f"round {round_idx}: only {len(accepted)} usable updates from {len(selected)} selected "
+                f"clients ({n_dropped} dropped, {n_rejected} rejected); server.min_clients = "
+                f"{self.config.server.min_clients}. The global model was not changed."
+            )
+
+    def _apply(
+        self, round_idx: int, *, aggregate: torch.Tensor, rows: dict[int, dict[str, Any]], selected: list[int],
+        accepted: list[int], bytes_up: int, raw_bytes: int, extra: dict[str, float], started: float,
+    ) -> RoundOutcome:
+        """Server optimiser step on the aggregate, then the round's metrics and client table."""
         self.params = self.config.server.optimizer.step(self.params, aggregate, self.opt_state)
         bytes_down = self.broadcast_bytes() * len(selected)
         self.bytes_up_total += bytes_up
         self.bytes_down_total += bytes_down
+        privacy_metrics: dict[str, float] = {}
         losses = [(rows[c]["train_loss"], rows[c]["num_samples"]) for c in accepted if "train_loss" in rows[c]]
         train_loss = sum(l * n for l, n in losses) / sum(n for _, n in losses) if losses else math.nan
         client_eps = [rows[c]["epsilon"] for c in accepted if "epsilon" in rows[c]]
@@ -203,15 +257,15 @@ class FederatedServer:
             "train/loss": train_loss,
             "clients/selected": float(len(selected)),
             "clients/aggregated": float(len(accepted)),
-            "clients/dropped": float(n_dropped),
-            "clients/rejected": float(n_rejected),
+            "clients/dropped": float(sum(r["status"] == "dropped" for r in rows.values())),
+            "clients/rejected": float(sum(r["status"] == "rejected" for r in rows.values())),
             "comm/bytes_up": float(bytes_up),
             "comm/bytes_down": float(bytes_down),
             "comm/bytes_up_total": float(self.bytes_up_total),
             "comm/bytes_down_total": float(self.bytes_down_total),
-            "comm/compression_ratio": float(4 * d * len(received)) / bytes_up if bytes_up else math.nan,
+            "comm/compression_ratio": raw_bytes / bytes_up if bytes_up else math.nan,
             "update/norm": float(aggregate.norm()),
-            **{f"aggregate/{k}": v for k, v in agg_metrics.items()},
+            **extra,
             **privacy_metrics,
             "time/round_s": time.perf_counter() - started,
         }

@@ -101,3 +101,39 @@ def test_local_dp_refuses_models_opacus_cannot_train(prepared):
     })
     with pytest.raises(ConfigError, match="BatchNorm"):
         run_federated_training(cfg, str(prepared))
+
+
+def test_secure_aggregation_round_matches_plain_fedavg(prepared):
+    """SecAgg+ with dropouts after masking: the server sees only the unmasked sum, and the model
+    equals plain weighted FedAvg within the fixed-point bound."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from flows.training import run_federated_training
+
+    base = {"server.rounds": 2, "server.fraction": 1.0, "execution.max_workers": 1}
+    plain = run_federated_training(load_config(ROOT / "configs" / "tiny.yaml", base), str(prepared))
+    plain_model = torch.load(prepared / "models" / "global.pt", weights_only=True)["state_dict"]
+    secure = run_federated_training(load_config(ROOT / "configs" / "tiny.yaml", {
+        **base, "secagg": {"enabled": True, "scale": 2.0**20, "clip": 1.0}}), str(prepared))
+    secure_model = torch.load(prepared / "models" / "global.pt", weights_only=True)["state_dict"]
+    for name, value in plain_model.items():
+        assert torch.allclose(value, secure_model[name], atol=1e-4), name
+    client = MlflowClient(secure["tracking_uri"])
+    up = client.get_metric_history(secure["run_id"], "comm/bytes_up")[0].value
+    assert up > 6 * 4 * secure["num_params"]  # 32-bit masked vectors (+1 weight coordinate) + protocol messages
+
+    # 6 clients: k = 5 neighbours, threshold 4. One dropout after sharing keys is recovered...
+    dropped = run_federated_training(load_config(ROOT / "configs" / "tiny.yaml", {
+        **base, "secagg": {"enabled": True, "dropout_fraction": 0.17, "dropout_stage": "share"}}), str(prepared))
+    table = json.loads(Path(client.download_artifacts(dropped["run_id"], "clients/round_0001.json")).read_text())
+    reasons = [r["reason"] for r in table if r["status"] == "dropped"]
+    assert len(reasons) == 1 and reasons[0].startswith("secure aggregation")
+    # ...two leave some secrets with 3 of 4 shares: a named abort, nothing unmasked, no model written
+    from fedops.server.engine import RoundFailed
+
+    before = (prepared / "models" / "global.pt").read_bytes()
+    with pytest.raises(RoundFailed, match="secure aggregation aborted.*too few shares"):
+        run_federated_training(load_config(ROOT / "configs" / "tiny.yaml", {
+            **base, "secagg": {"enabled": True, "dropout_fraction": 0.34, "dropout_stage": "share"}}), str(prepared))
+    assert (prepared / "models" / "global.pt").read_bytes() == before
