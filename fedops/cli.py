@@ -228,7 +228,7 @@ def bench_w1(
 ) -> None:
     """Time W1 through the full pipeline and as a bare PyTorch loop; print the ratio."""
     with _user_errors():
-        from benchmarks.w1 import main
+        from fedops_benchmarks.w1 import main
 
         r = main(config=config, rounds=rounds)
         out.print(f"{r['workload']}, {r['rounds']} rounds")
@@ -245,7 +245,7 @@ def bench_w1(
 def bench_fedsgd(target: float = typer.Option(0.80, help="Target test accuracy.")) -> None:
     """FedAvg (E=5, B=10) vs FedSGD (E=1, full batch): rounds to reach a target accuracy."""
     with _user_errors():
-        from benchmarks.fedsgd import main
+        from fedops_benchmarks.fedsgd import main
 
         r = main(target=target, log=console.print)
         for key in ("fedavg", "fedsgd"):
@@ -256,6 +256,32 @@ def bench_fedsgd(target: float = typer.Option(0.80, help="Target test accuracy."
                       f"(best {s['best_accuracy']:.4f}, {s['seconds']:.0f} s)")
         if r["round_reduction"]:
             out.print(f"FedAvg needs {r['round_reduction']:.1f}x fewer rounds than FedSGD")
+
+
+@bench_app.command("privacy")
+def bench_privacy(rounds: Optional[int] = typer.Option(None, help="Rounds per run (default: configs/dp_fmnist.yaml).")) -> None:
+    """Test accuracy against epsilon in {1, 2, 4, 8, inf} (and SecAgg+), rewriting the README table."""
+    with _user_errors():
+        from fedops_benchmarks.privacy_table import main
+
+        for r in main(rounds=rounds, log=console.print):
+            out.print(r)
+
+
+@bench_app.command("secagg")
+def bench_secagg() -> None:
+    """SecAgg+ round cost against a plain round (100 clients, 1.2M-parameter CNN, 10% dropouts),
+    and per-client protocol cost as n grows from 50 to 200."""
+    with _user_errors():
+        from fedops_benchmarks.secagg import main
+
+        r = main(log=console.print)
+        rr = r["round"]
+        out.print(f"100 clients, {rr['num_params']:,} parameters, 10% dropouts after key sharing: "
+                  f"plain round {rr['plain']:.1f} s, SecAgg+ round {rr['secagg+']:.1f} s, ratio {rr['ratio']:.2f}x")
+        for g in r["growth"]:
+            out.print(f"{g['mode']:8s} n={g['n']:4d} k={g['k']:4d}: {g['per_client_ms']:8.1f} ms/client, "
+                      f"{g['per_client_kb_up']:8.1f} kB up/client")
 
 
 def _print_validation(path: Path) -> None:

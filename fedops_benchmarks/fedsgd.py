@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rounds_to_target(config: Path, *, target: float, workdir: Path, max_rounds: int | None = None, log=print) -> dict[str, Any]:
-    from benchmarks.w1 import prepare
+    from fedops_benchmarks.w1 import prepare
     from fedops.client.runtime import ClientRuntime, resolve_devices
     from fedops.partition import load_manifest
     from fedops.simulation import simulate
