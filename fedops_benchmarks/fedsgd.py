@@ -18,20 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def rounds_to_target(config: Path, *, target: float, workdir: Path, max_rounds: int | None = None, log=print) -> dict[str, Any]:
     from fedops_benchmarks.w1 import prepare
-    from fedops.client.runtime import ClientRuntime, resolve_devices
-    from fedops.partition import load_manifest
+    from flows.training import build_runtime
     from fedops.simulation import simulate
 
     cfg = load_config(config, {"execution.max_workers": 1})
     prepare(cfg, workdir)
-    paths = Paths.at(workdir)
-    bundle = cfg.data.to_bundle(cfg.data.load_raw(paths.raw_dir(cfg.data.name)))
-    part, _ = load_manifest(paths.manifest)
-    runtime = ClientRuntime(
-        config=cfg, x_train=bundle.x_train, y_train=bundle.y_train, partition_indices=list(part.indices),
-        client_meta=list(part.client_meta), input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-        devices=resolve_devices(cfg.execution.device),
-    )
+    runtime, bundle, _ = build_runtime(cfg, Paths.at(workdir))
     rounds = max_rounds or cfg.server.rounds
 
     def on_round(row: dict[str, Any]) -> None:

@@ -21,20 +21,13 @@ BEGIN, END = "<!-- privacy-table:begin -->", "<!-- privacy-table:end -->"
 
 def run_one(overrides: dict[str, Any], *, workdir: Path, log=print) -> dict[str, Any]:
     from fedops_benchmarks.w1 import prepare
-    from fedops.client.runtime import ClientRuntime, resolve_devices
-    from fedops.partition import load_manifest
+    from flows.training import build_runtime
     from fedops.server.engine import FederatedServer
     from fedops.simulation import simulate
 
     cfg = load_config(ROOT / "configs" / "dp_fmnist.yaml", {"execution.max_workers": 1, **overrides})
     prepare(cfg, workdir)
-    paths = Paths.at(workdir)
-    bundle = cfg.data.to_bundle(cfg.data.load_raw(paths.raw_dir(cfg.data.name)))
-    part, _ = load_manifest(paths.manifest)
-    runtime = ClientRuntime(config=cfg, x_train=bundle.x_train, y_train=bundle.y_train,
-                            partition_indices=list(part.indices), client_meta=list(part.client_meta),
-                            input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-                            devices=resolve_devices(cfg.execution.device))
+    runtime, bundle, _ = build_runtime(cfg, Paths.at(workdir))
     res = simulate(runtime, x_test=bundle.x_test, y_test=bundle.y_test, num_classes=bundle.num_classes,
                    rounds=cfg.server.rounds)
     sigma = FederatedServer(config=cfg, params=runtime.layout.flatten(runtime.new_model(seed=0)),

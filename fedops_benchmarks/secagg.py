@@ -41,8 +41,7 @@ def _round(cfg, runtime, server, selected) -> float:
 
 def round_ratio(*, workdir: Path, log=print) -> dict[str, Any]:
     from fedops_benchmarks.w1 import prepare
-    from fedops.client.runtime import ClientRuntime, resolve_devices
-    from fedops.partition import load_manifest
+    from flows.training import build_runtime
     from fedops.server.engine import FederatedServer
 
     base = {"partition": {"num_clients": 100, "name": "iid"}, "model": {"name": "mnist_cnn"},
@@ -53,13 +52,7 @@ def round_ratio(*, workdir: Path, log=print) -> dict[str, Any]:
                                                                   "dropout_stage": "share"}})):
         cfg = load_config(ROOT / "configs" / "w1.yaml", {**base, **extra})
         prepare(cfg, workdir)
-        paths = Paths.at(workdir)
-        bundle = cfg.data.to_bundle(cfg.data.load_raw(paths.raw_dir(cfg.data.name)))
-        part, _ = load_manifest(paths.manifest)
-        runtime = ClientRuntime(config=cfg, x_train=bundle.x_train, y_train=bundle.y_train,
-                                partition_indices=list(part.indices), client_meta=list(part.client_meta),
-                                input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-                                devices=resolve_devices("cpu"))
+        runtime, _, _ = build_runtime(cfg, Paths.at(workdir))
         server = FederatedServer(config=cfg, params=runtime.layout.flatten(runtime.new_model(seed=0)),
                                  num_clients=runtime.num_clients)
         out[label] = _round(cfg, runtime, server, server.select(1))

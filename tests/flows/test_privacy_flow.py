@@ -112,7 +112,7 @@ def test_secure_aggregation_round_matches_plain_fedavg(prepared):
     from flows.training import run_federated_training
 
     base = {"server.rounds": 2, "server.fraction": 1.0, "execution.max_workers": 1}
-    plain = run_federated_training(load_config(ROOT / "configs" / "tiny.yaml", base), str(prepared))
+    run_federated_training(load_config(ROOT / "configs" / "tiny.yaml", base), str(prepared))
     plain_model = torch.load(prepared / "models" / "global.pt", weights_only=True)["state_dict"]
     secure = run_federated_training(load_config(ROOT / "configs" / "tiny.yaml", {
         **base, "secagg": {"enabled": True, "scale": 2.0**20, "clip": 1.0}}), str(prepared))
