@@ -55,7 +55,14 @@ def simulate(
                 continue
             received.append(msg)
             reports[cid] = rep
-        out = server.finish_round(r, selected=selected, received=received, reports=reports, dropped=dropped, started=t0)
+        if cfg.secagg.enabled:
+            from fedops.secagg.round import secure_round
+
+            out = server.finish_secure_round(r, selected=selected, result=secure_round(cfg, r, received),
+                                             reports=reports, dropped=dropped, started=t0)
+        else:
+            out = server.finish_round(r, selected=selected, received=received, reports=reports,
+                                      dropped=dropped, started=t0)
         runtime.layout.load_into(model, server.params.to(device))
         ev = evaluate(model, x_test, y_test, num_classes=num_classes)
         row = {"round": r, "test/accuracy": ev["accuracy"], "test/loss": ev["loss"], **out.metrics}

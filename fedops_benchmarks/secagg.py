@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _round(cfg, runtime, server, selected) -> float:
     """One round through the library (sequential clients), timed end to end."""
-    from flows.training import secure_aggregation
+    from fedops.secagg.round import secure_round
 
     start = time.perf_counter()
     received, reports = [], {}
@@ -32,7 +32,7 @@ def _round(cfg, runtime, server, selected) -> float:
         received.append(msg)
         reports[cid] = rep
     if cfg.secagg.enabled:
-        result = secure_aggregation.fn(cfg, 1, received)
+        result = secure_round(cfg, 1, received)
         server.finish_secure_round(1, selected=selected, result=result, reports=reports, dropped={}, started=start)
     else:
         server.finish_round(1, selected=selected, received=received, reports=reports, dropped={}, started=start)

@@ -20,8 +20,8 @@ from fedops.errors import MissingInput
 from fedops.evaluation import evaluation_sums, summarize
 from fedops.io import sha256_bytes, write_bytes_atomic, write_json_atomic
 from fedops.paths import Paths
-from fedops.rng import STREAM_MODEL_INIT, STREAM_SECAGG, derive_seed
-from fedops.server.engine import FederatedServer, RoundFailed
+from fedops.rng import STREAM_MODEL_INIT, derive_seed
+from fedops.server.engine import FederatedServer
 from fedops.tracking import RunTracker, resolve_tracking_uri
 from flows.stages import _cfg, load_raw
 
@@ -70,26 +70,10 @@ def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[s
 
 @task(name="secure-aggregation", cache_policy=NONE, task_run_name="round-{round_idx}-secagg")
 def secure_aggregation(cfg: Config, round_idx: int, received: list):
-    """Run the secure-aggregation protocol among the round's clients (one-process simulation of
-    the clients, the network and the server's protocol state). The returned result holds only
-    the unmasked sum, survivors, drop reasons and byte counts."""
-    from fedops.secagg import SecAggAborted, default_k, default_threshold, sample_dropouts, secure_sum
+    """The round's secure aggregation (see fedops.secagg.round) as a task of its own."""
+    from fedops.secagg.round import secure_round
 
-    sa = cfg.secagg
-    inputs = {m.client_id: m.payload["quantized"] for m in received}
-    n = len(inputs)
-    k = None if sa.complete_graph else (sa.neighbours or default_k(n))
-    threshold = sa.threshold or default_threshold(k if k is not None else max(n - 1, 1))
-    seed = derive_seed(cfg.seed, STREAM_SECAGG, round_idx)
-    drop = (sample_dropouts(sorted(inputs), fraction=sa.dropout_fraction, stage=sa.dropout_stage, seed=seed)
-            if sa.dropout_fraction > 0 else None)
-    try:
-        return secure_sum(inputs, bits=sa.bits, threshold=threshold, k=k, seed=seed, drop_after=drop)
-    except SecAggAborted as exc:
-        raise RoundFailed(
-            f"round {round_idx}: secure aggregation aborted ({exc}); nothing was unmasked and the global "
-            "model was not changed"
-        ) from None
+    return secure_round(cfg, round_idx, received)
 
 
 def even_shards(n: int, parts: int) -> list[tuple[int, int]]:
