@@ -115,7 +115,7 @@ def _collect(futures, selected: list[int]):
 def federated_training(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
     """Run ``server.rounds`` rounds of federated training and register the final model."""
     cfg, paths = _cfg(config), Paths.at(workdir)
-    runtime, bundle, manifest = build_runtime(cfg, paths)
+    runtime, bundle, _ = build_runtime(cfg, paths)
     # Heavy tensor work runs in the task runner's worker threads; the flow's own thread stays on
     # one CPU thread so that it never starts a competing OpenMP team.
     main_threads = torch.get_num_threads()

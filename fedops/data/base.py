@@ -209,6 +209,14 @@ class Dataset(PluginModel):
 
     # ---- to implement -------------------------------------------------------------
 
+    def configured_path(self, project_dir: Path) -> Path | None:
+        """``path`` from the config (relative paths are relative to the project), or None."""
+        raw = getattr(self, "path", None)
+        if not raw:
+            return None
+        p = Path(raw).expanduser()
+        return p if p.is_absolute() else Path(project_dir) / p
+
     def sources(self, *, project_dir: Path) -> list[Source]:
         raise NotImplementedError
 
@@ -241,7 +249,7 @@ class Dataset(PluginModel):
         raw_dir.parent.mkdir(parents=True, exist_ok=True)
         tried: list[str] = []
         sources = self.sources(project_dir=project_dir)
-        if getattr(self, "path", None):
+        if self.configured_path(project_dir) is not None:
             sources = sources[:1]
         for desc, fetch in sources:
             tmp = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.", suffix=".tmp", dir=raw_dir.parent))

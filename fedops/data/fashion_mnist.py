@@ -118,10 +118,8 @@ class FashionMNIST(Dataset):
 
     def sources(self, *, project_dir: Path) -> list[Source]:
         out: list[Source] = []
-        if self.path:
-            p = Path(self.path).expanduser()
-            if not p.is_absolute():
-                p = Path(project_dir) / p
+        p = self.configured_path(project_dir)
+        if p is not None:
             out.append((f"config path {p}", lambda d, p=p: _copy_from_dir(p, d)))
         out.append((f"system package dataset-fashion-mnist ({SYSTEM_DIR})",
                     lambda d: _copy_from_dir(SYSTEM_DIR, d)))

@@ -92,10 +92,8 @@ class Pima(Dataset):
 
     def sources(self, *, project_dir: Path) -> list[Source]:
         out: list[Source] = []
-        if self.path:
-            p = Path(self.path).expanduser()
-            if not p.is_absolute():
-                p = Path(project_dir) / p
+        p = self.configured_path(project_dir)
+        if p is not None:
             out.append((f"config path {p}", lambda d, p=p: _copy_file(p, d)))
         out.append((f"system package r-cran-mlbench ({SYSTEM_FILE})",
                     lambda d: _copy_file(SYSTEM_FILE, d)))
