@@ -290,11 +290,6 @@ class Config(Section):
                 f"transport.codec = {self.transport.codec.name!r} cannot be summed under secure-aggregation "
                 "masks; use none (secure aggregation quantises to fixed point itself)"
             )
-        if self.privacy.mode == "central":
-            raise ValueError(
-                "privacy.mode = 'central' with secagg.enabled needs client-side clipping before masking, "
-                "which this version does not implement yet; run one of them"
-            )
         # The most clients that can be in one sum: the round size, or everyone under Poisson sampling.
         n = self.partition.num_clients if self.server.selector.variable_cohort else per_round
         check_overflow(n=n, clip=self.secagg.clip, scale=self.secagg.scale, bits=self.secagg.bits)

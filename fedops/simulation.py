@@ -49,7 +49,8 @@ def simulate(
         received, reports, dropped = [], {}, {}
         for cid in selected:
             try:
-                msg, rep = runtime.train_and_encode(round_idx=r, client_id=cid, global_params=server.params)
+                msg, rep = runtime.train_and_encode(round_idx=r, client_id=cid, global_params=server.params,
+                                                    dp_clip_norm=server.client_dp_clip_norm())
             except ClientDropped as exc:
                 dropped[cid] = str(exc)
                 continue

@@ -27,8 +27,10 @@ from flows.stages import _cfg, load_raw
 
 
 @task(name="train-client", cache_policy=NONE, task_run_name="round-{round_idx}-client-{client_id}")
-def train_client(runtime: ClientRuntime, round_idx: int, client_id: int, global_params: torch.Tensor):
-    return runtime.train_and_encode(round_idx=round_idx, client_id=client_id, global_params=global_params)
+def train_client(runtime: ClientRuntime, round_idx: int, client_id: int, global_params: torch.Tensor,
+                 dp_clip_norm: float | None = None):
+    return runtime.train_and_encode(round_idx=round_idx, client_id=client_id, global_params=global_params,
+                                    dp_clip_norm=dp_clip_norm)
 
 
 @task(name="evaluate-shard", cache_policy=NONE, task_run_name="round-{round_idx}-evaluate-{lo}")
@@ -166,7 +168,7 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
             selected = server.select(r)
             futures = client_task.map(
                 runtime=unmapped(runtime), round_idx=unmapped(r), client_id=selected,
-                global_params=unmapped(server.params),
+                global_params=unmapped(server.params), dp_clip_norm=unmapped(server.client_dp_clip_norm()),
             )
             received, reports, dropped = _collect(futures, selected)
             t_clients = time.perf_counter()

@@ -196,27 +196,35 @@ class ClientRuntime:
             wall_time_s=time.perf_counter() - start,
         )
 
-    def secagg_encode(self, update: ClientUpdate) -> tuple[dict[str, Any], int, dict[str, Any]]:
-        """Client side of secure aggregation: clip each coordinate to [-clip, clip], weight by
-        n_i / n_max (public bound), append the weight (times clip) so the server can divide the
-        sum of weighted updates by the sum of weights, quantise to fixed point in Z_M."""
-        from fedops.secagg import quantize
+    def secagg_encode(self, update: ClientUpdate, *, dp_clip_norm: float | None = None) -> tuple[dict[str, Any], int, dict[str, Any]]:
+        """Client side of secure aggregation (see :mod:`fedops.secagg.encode`): weighted by
+        n_i / n_max for FedAvg, or, with client-level DP, clipped to L2 norm ``dp_clip_norm``
+        here on the client before masking; quantised to fixed point in Z_M."""
+        from fedops.secagg.encode import encode_dp, encode_weighted
 
         sa = self.config.secagg
-        w = update.num_samples / max(self.sizes())
-        delta = update.delta.detach().cpu().to(torch.float64)
-        clipped = int((delta.abs() > sa.clip).sum())
-        x = torch.cat([delta.clamp(-sa.clip, sa.clip) * w, torch.tensor([w * sa.clip], dtype=torch.float64)])
-        q = quantize(x.numpy(), clip=sa.clip, scale=sa.scale, bits=sa.bits)
-        return {"quantized": q}, q.size * sa.bits // 8, {"secagg_clipped_coordinates": clipped}
+        delta = update.delta.detach().cpu().to(torch.float64).numpy()
+        if self.config.privacy.mode == "central":
+            if dp_clip_norm is None:
+                raise ValueError("client-level DP with secure aggregation: the server must send the round's clip norm")
+            q, info = encode_dp(delta, clip_norm=dp_clip_norm, send_count=self.config.privacy.adaptive_clipping,
+                                clip=sa.clip, scale=sa.scale, bits=sa.bits)
+            info = {"dp_clipped": info["dp_clipped"]}
+        else:
+            q, info = encode_weighted(delta, weight=update.num_samples / max(self.sizes()),
+                                      clip=sa.clip, scale=sa.scale, bits=sa.bits)
+        return {"quantized": q}, q.size * sa.bits // 8, info
 
-    def train_and_encode(self, *, round_idx: int, client_id: int, global_params: torch.Tensor) -> tuple[EncodedUpdate, dict[str, Any]]:
+    def train_and_encode(
+        self, *, round_idx: int, client_id: int, global_params: torch.Tensor, dp_clip_norm: float | None = None
+    ) -> tuple[EncodedUpdate, dict[str, Any]]:
         """Client side of a round: train, then encode for upload. Returns the wire message and
-        the client's own report (metrics, timing) for the client table."""
+        the client's own report (metrics, timing) for the client table. ``dp_clip_norm`` is the
+        round's DP clip norm, sent by the server when clients clip (DP under secure aggregation)."""
         update = self.train(round_idx=round_idx, client_id=client_id, global_params=global_params)
         extra: dict[str, Any] = {}
         if self.config.secagg.enabled:
-            payload, nbytes, extra = self.secagg_encode(update)
+            payload, nbytes, extra = self.secagg_encode(update, dp_clip_norm=dp_clip_norm)
         else:
             payload, nbytes = self.config.transport.codec.encode(update.delta.cpu(), client_id=client_id)
         report = {

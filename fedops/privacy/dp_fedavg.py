@@ -133,6 +133,34 @@ class DPFedAvg:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """One round: the noised average ``[d]`` and metrics; updates the clip norm and ledger."""
         check_updates(updates)
+        clipped, norms = clip_by_norm(updates, max_norm=self.clip_norm)
+        norms64 = norms.to(torch.float64)
+        k = updates.shape[0]
+        ones = torch.ones(k, dtype=torch.float64, device=updates.device)
+        total = ones @ clipped.to(torch.float64)
+        average, metrics = self.noised_average(
+            total, unclipped=int((norms64 <= self.clip_norm).sum()), cohort=k,
+            expected_cohort=expected_cohort, generator=generator,
+        )
+        metrics["mean_update_norm"] = float(norms64.mean())
+        return average.to(updates.dtype), metrics
+
+    def noised_average(
+        self, total: torch.Tensor, *, unclipped: int | None, cohort: int, expected_cohort: float, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The server's half of a round whose clipping happened on the clients (under secure
+        aggregation the server only ever sees ``total``, the sum of the ``cohort`` clipped
+        updates, and ``unclipped``, how many had ``||u|| <= C``, which is needed, and used noised,
+        only by adaptive clipping; ``None`` when the clients did not send it). Adds ``N(0, (z_Δ C)^2 I)`` to ``total``, divides by the expected
+        cohort, then updates the clip norm and the ledger. Returns a float64 ``[d]`` average."""
+        if not isinstance(total, torch.Tensor) or total.ndim != 1 or not total.is_floating_point():
+            raise ValueError(f"total must be a 1-D floating tensor, got {getattr(total, 'shape', type(total))}")
+        if not bool(torch.isfinite(total).all()):
+            raise ValueError("total contains non-finite values (nan or inf)")
+        if unclipped is None and self.config.adaptive:
+            raise ValueError("adaptive clipping needs the count of unclipped updates, got unclipped=None")
+        if cohort < 1 or not (unclipped is None or 0 <= unclipped <= cohort):
+            raise ValueError(f"need cohort >= 1 and 0 <= unclipped <= cohort, got cohort={cohort}, unclipped={unclipped}")
         m = float(expected_cohort)
         if not math.isfinite(m) or m <= 0:
             raise ValueError(f"expected_cohort must be a finite number > 0, got {expected_cohort!r}")
@@ -149,29 +177,24 @@ class DPFedAvg:
         sigma_b = self.clip_count_stddev(m)
 
         c = self.clip_norm
-        clipped, norms = clip_by_norm(updates, max_norm=c)
-        norms64 = norms.to(torch.float64)
-        k, d = updates.shape
-        ones = torch.ones(k, dtype=torch.float64, device=updates.device)
-        total = ones @ clipped.to(torch.float64)
+        total = total.to(torch.float64)
         noise_std_sum = z_delta * c if z_delta > 0 else 0.0
         if noise_std_sum > 0:
-            noise = torch.randn(d, generator=generator, dtype=torch.float64, device=generator.device)
-            total = total + noise.to(updates.device) * noise_std_sum
-        average = (total / m).to(updates.dtype)
+            noise = torch.randn(total.numel(), generator=generator, dtype=torch.float64, device=generator.device)
+            total = total + noise.to(total.device) * noise_std_sum
+        average = total / m
 
-        unclipped = int((norms64 <= c).sum())
         metrics: dict[str, float] = {
             "clip_norm": c,
-            "fraction_clipped": 1.0 - unclipped / k,
             "noise_std": noise_std_sum / m,
             "noise_std_sum": noise_std_sum,
             "noise_multiplier": float(self.config.noise_multiplier),
             "noise_multiplier_delta": z_delta,
-            "mean_update_norm": float(norms64.mean()),
             "expected_cohort": m,
-            "cohort": float(k),
+            "cohort": float(cohort),
         }
+        if unclipped is not None:
+            metrics["fraction_clipped"] = 1.0 - unclipped / cohort
         if self.config.adaptive:
             count = float(unclipped)
             if sigma_b > 0:

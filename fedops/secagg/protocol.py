@@ -59,7 +59,7 @@ def _check_vector(y: object, *, dim: int, bits: int) -> str | None:
     if not isinstance(y, np.ndarray):
         return f"masked input is a {type(y).__name__}, not a numpy array"
     if y.ndim != 1 or y.shape[0] != dim:
-        return f"masked input has shape {y.shape}, expected ({dim},)"
+        return f"masked input of the wrong length: shape {y.shape}, expected ({dim},)"
     if y.dtype != np.uint64:
         return f"masked input has dtype {y.dtype}, expected uint64"
     if bits == 32 and dim and int(y.max()) >= modulus(32):

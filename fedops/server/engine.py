@@ -93,6 +93,10 @@ class FederatedServer:
             "mode": "central",
             "unit": "client-level (one client's whole update per round)",
             "mechanism": "DP-FedAvg: clip to C, Gaussian noise sigma*C on the sum, fixed denominator q*N",
+            "composition": (
+                "secure aggregation: each client clips to C on its device before masking (quantised norm <= C); "
+                "the server adds the noise to the unmasked sum" if self.config.secagg.enabled
+                else "the server clips the received updates, then noises their sum"),
             "accountant": ledger["accountant"],
             "opacus_version": ledger["opacus_version"],
             "delta": p.delta,
@@ -196,9 +200,10 @@ class FederatedServer:
         started: float,
     ) -> RoundOutcome:
         """The server side of a secure-aggregation round: it sees only ``result`` (the unmasked
-        sum of the survivors' quantised, weighted updates, who survived, who dropped and why),
-        never an individual update."""
-        from fedops.secagg import dequantize_sum
+        sum of the survivors' quantised updates, who survived, who dropped and why), never an
+        individual update. With client-level DP the clients clipped to ``C`` before masking and
+        the Gaussian noise is added here, to the unmasked sum."""
+        from fedops.secagg.encode import decode_dp, decode_weighted
 
         sa = self.config.secagg
         rows = self._rows(round_idx, selected, dropped)
@@ -208,18 +213,32 @@ class FederatedServer:
         for cid in accepted:
             rows[cid].update({"status": "ok", "reason": "", "bytes_up": result.bytes_up.get(cid, 0), **reports.get(cid, {})})
         self._require(round_idx, accepted, selected, rows)
-        total = dequantize_sum(result.sum, n=len(accepted), scale=sa.scale, bits=sa.bits)
-        weight_sum = total[-1] / sa.clip
-        if weight_sum <= 0:
-            raise RoundFailed(f"round {round_idx}: secure aggregation returned a non-positive weight sum {weight_sum}")
-        aggregate = torch.from_numpy(total[:-1] / weight_sum).to(torch.float32)
+        extra = {"secagg/survivors": float(len(accepted)), "secagg/time_s": sum(result.timings.values())}
+        codec = {"n": len(accepted), "clip": sa.clip, "scale": sa.scale, "bits": sa.bits}
+        if self.dp is not None:  # the clients clipped; noise goes on the unmasked sum
+            total, unclipped = decode_dp(result.sum, **codec)
+            average, dp_metrics = self.dp.noised_average(
+                torch.from_numpy(total), unclipped=unclipped if self.config.privacy.adaptive_clipping else None,
+                cohort=len(accepted), expected_cohort=float(self.clients_per_round),
+                generator=torch_generator(self.config.seed, STREAM_DP_NOISE, round_idx),
+            )
+            extra.update({f"privacy/{k}": v for k, v in dp_metrics.items()})
+        else:
+            try:
+                average = torch.from_numpy(decode_weighted(result.sum, **codec))
+            except ValueError as exc:
+                raise RoundFailed(f"round {round_idx}: {exc}") from None
         d = self.params.numel()
         return self._apply(
-            round_idx, aggregate=aggregate, rows=rows, selected=selected, accepted=accepted,
-            bytes_up=sum(result.bytes_up.values()), raw_bytes=4 * d * len(accepted),
-            extra={"secagg/survivors": float(len(accepted)), "secagg/time_s": sum(result.timings.values())},
-            started=started,
+            round_idx, aggregate=average.to(torch.float32), rows=rows, selected=selected, accepted=accepted,
+            bytes_up=sum(result.bytes_up.values()), raw_bytes=4 * d * len(accepted), extra=extra, started=started,
         )
+
+    def client_dp_clip_norm(self) -> float | None:
+        """The round's clip norm when the clients clip for DP (DP under secure aggregation)."""
+        if self.dp is None or not self.config.secagg.enabled:
+            return None
+        return self.dp.clip_norm
 
     def _rows(self, round_idx: int, selected: list[int], dropped: dict[int, str]) -> dict[int, dict[str, Any]]:
         return {
