@@ -268,6 +268,25 @@ def bench_privacy(rounds: Optional[int] = typer.Option(None, help="Rounds per ru
             out.print(r)
 
 
+@bench_app.command("compression")
+def bench_compression(rounds: Optional[int] = typer.Option(None, help="Rounds per run (default: configs/compression.yaml).")) -> None:
+    """Final accuracy and upload/download MB per codec (same rounds for all), rewriting the README table."""
+    with _user_errors():
+        from fedops_benchmarks.compression_table import main
+
+        for r in main(rounds=rounds, log=console.print):
+            out.print(f"{r['label']:28s} accuracy {r['accuracy']:.4f}  up {r['up_mb']:8.2f} MB  down {r['down_mb']:8.2f} MB")
+
+
+@bench_app.command("codecs")
+def bench_codecs() -> None:
+    """Encode + decode time of 1.2M floats per codec, as a ratio to a plain tensor copy."""
+    with _user_errors():
+        from fedops_benchmarks.codec_speed import main
+
+        main(log=out.print)
+
+
 @bench_app.command("secagg")
 def bench_secagg() -> None:
     """SecAgg+ round cost against a plain round (100 clients, 1.2M-parameter CNN, 10% dropouts),

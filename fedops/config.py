@@ -285,10 +285,14 @@ class Config(Section):
                 f"secagg.enabled hides individual updates, so server.aggregator = "
                 f"{self.server.aggregator.name!r} (which needs them) cannot run; use fedavg"
             )
-        if self.transport.codec.name != "none" and not self.transport.codec.secagg_compatible:
+        if not self.transport.codec.secagg_compatible:
+            from fedops.compress import CODECS
+
+            ok = [k for k in CODECS.keys() if CODECS.get(k).secagg_compatible]
             raise ValueError(
-                f"transport.codec = {self.transport.codec.name!r} cannot be summed under secure-aggregation "
-                "masks; use none (secure aggregation quantises to fixed point itself)"
+                f"transport.codec = {self.transport.codec.name!r} cannot run with secagg.enabled: its payloads are "
+                "not one linear map shared by every client, so they cannot be summed under masks; use one of "
+                f"{', '.join(ok)} (secure aggregation quantises to fixed point with a shared scale itself)"
             )
         # The most clients that can be in one sum: the round size, or everyone under Poisson sampling.
         n = self.partition.num_clients if self.server.selector.variable_cohort else per_round

@@ -37,7 +37,8 @@ def simulate(
     """Run up to ``rounds`` rounds; stop early once test accuracy reaches ``target_accuracy``."""
     cfg = runtime.config
     init = runtime.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
-    server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients)
+    server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients,
+                             layout=runtime.layout)
     device = runtime.devices[0]
     model = init.to(device)
     x_test, y_test = x_test.to(device), y_test.to(device)

@@ -78,12 +78,16 @@ class ClientUpdate:
 
 @dataclass(frozen=True)
 class EncodedUpdate:
-    """An update as it travels on the wire: the codec's payload and its exact size in bytes."""
+    """An update as it travels on the wire: the codec's serialised payload (``bytes``; under
+    secure aggregation the quantised vector that enters the protocol) and its exact size in
+    bytes. ``clip_indicator`` is client-level DP's one-byte report ``1[||u|| <= C]`` that
+    adaptive clipping needs (``None`` when not sent)."""
 
     client_id: int
-    payload: dict[str, Any]
+    payload: Any
     nbytes: int
     num_samples: int
+    clip_indicator: int | None = None
 
 
 @dataclass(frozen=True)

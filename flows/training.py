@@ -130,7 +130,8 @@ def federated_training(config: dict[str, Any], workdir: str = ".") -> dict[str, 
 
 def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[str, Any]:
     init = runtime.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
-    server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients)
+    server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients,
+                             layout=runtime.layout)
     eval_device = runtime.devices[0]
     final_model = init.to(eval_device)
     x_test, y_test = bundle.x_test.to(eval_device), bundle.y_test.to(eval_device)

@@ -40,6 +40,16 @@ def test_round_trip_through_params():
         ({"model": {"name": "small_cnn", "depth": 3}}, "depth: unknown key"),
         ({"data": {"name": "mnist"}}, "unknown dataset 'mnist'"),
         ({"partition": {"num_clients": 10}, "server": {"fraction": 0.1, "min_clients": 2}}, "min_clients = 2 exceeds"),
+        ({"transport": {"codec": "gzip"}}, "unknown codec 'gzip'; known: fp16, none, qsgd, randk, rpn, topk"),
+        ({"transport": {"codec": {"name": "qsgd", "bits": 0}}}, "transport.codec: bits = 0: Input should be greater than or equal to 1"),
+        ({"transport": {"codec": {"name": "qsgd", "bits": 17}}}, "transport.codec: bits = 17"),
+        ({"transport": {"codec": {"name": "topk", "fraction": 0}}}, "transport.codec: fraction = 0"),
+        ({"transport": {"codec": {"name": "randk", "fraction": 1.5}}}, "transport.codec: fraction = 1.5"),
+        ({"transport": {"codec": {"name": "topk"}}}, "give exactly one of 'fraction' and 'k'"),
+        ({"transport": {"codec": {"name": "topk", "fraction": 0.1}}, "secagg": {"enabled": True}},
+         "transport.codec = 'topk' cannot run with secagg.enabled"),
+        ({"transport": {"codec": {"name": "qsgd", "bits": 8}}, "secagg": {"enabled": True}},
+         "use one of none, randk, rpn"),
     ],
 )
 def test_bad_config_is_refused_with_one_line(data, needle):

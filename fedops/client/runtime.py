@@ -59,6 +59,8 @@ class ClientRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     #: local DP: each client's privacy ledger, composed over every round it trained in
     _ledgers: dict[int, Any] = field(default_factory=dict, init=False)
+    #: codec state across rounds (error feedback's residual), held per client as on its device
+    _codec_state: dict[int, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         model = self.new_model(seed=0)
@@ -196,37 +198,62 @@ class ClientRuntime:
             wall_time_s=time.perf_counter() - start,
         )
 
-    def secagg_encode(self, update: ClientUpdate, *, dp_clip_norm: float | None = None) -> tuple[dict[str, Any], int, dict[str, Any]]:
-        """Client side of secure aggregation (see :mod:`fedops.secagg.encode`): weighted by
-        n_i / n_max for FedAvg, or, with client-level DP, clipped to L2 norm ``dp_clip_norm``
-        here on the client before masking; quantised to fixed point in Z_M."""
-        from fedops.secagg.encode import encode_dp, encode_weighted
+    def encode(self, update: ClientUpdate, *, round_idx: int, dp_clip_norm: float | None = None) -> tuple[EncodedUpdate, dict[str, Any]]:
+        """The client's upload: with client-level DP, clip to ``dp_clip_norm`` first (on the
+        device, before any encoding); then either the codec's payload (its state, e.g. error
+        feedback's residual, kept per client across rounds) or, under secure aggregation, the
+        codec's linear projection quantised to fixed point in Z_M (:mod:`fedops.secagg.encode`).
+        Returns the wire message and what the client reports about it."""
+        from fedops.compress.context import codec_context
 
-        sa = self.config.secagg
-        delta = update.delta.detach().cpu().to(torch.float64).numpy()
-        if self.config.privacy.mode == "central":
+        cfg, cid = self.config, update.client_id
+        codec = cfg.transport.codec
+        ctx = codec_context(seed=cfg.seed, layout=self.layout, round_idx=round_idx, client_id=cid)
+        delta = update.delta.detach().to("cpu", torch.float32)
+        report: dict[str, Any] = {}
+        within = None
+        if cfg.privacy.mode == "central":
             if dp_clip_norm is None:
-                raise ValueError("client-level DP with secure aggregation: the server must send the round's clip norm")
-            q, info = encode_dp(delta, clip_norm=dp_clip_norm, send_count=self.config.privacy.adaptive_clipping,
-                                clip=sa.clip, scale=sa.scale, bits=sa.bits)
-            info = {"dp_clipped": info["dp_clipped"]}
-        else:
-            q, info = encode_weighted(delta, weight=update.num_samples / max(self.sizes()),
-                                      clip=sa.clip, scale=sa.scale, bits=sa.bits)
-        return {"quantized": q}, q.size * sa.bits // 8, info
+                raise ValueError("client-level DP: the server must send the round's clip norm (dp_clip_norm)")
+            norm = float(delta.norm())
+            within = norm <= dp_clip_norm
+            if not within:
+                delta = delta * (dp_clip_norm / norm)
+            report["dp_clipped"] = float(not within)
+        if cfg.secagg.enabled:
+            from fedops.secagg.encode import encode_dp, encode_weighted
+
+            sa = cfg.secagg
+            reduced = codec.project(delta, ctx=ctx).to(torch.float64).numpy()
+            if within is not None:
+                q, _ = encode_dp(reduced, clip_norm=dp_clip_norm, send_count=cfg.privacy.adaptive_clipping,
+                                 within=within, clip=sa.clip, scale=sa.scale, bits=sa.bits)
+            else:
+                q, info = encode_weighted(reduced, weight=update.num_samples / max(self.sizes()),
+                                          clip=sa.clip, scale=sa.scale, bits=sa.bits)
+                report.update(info)
+            msg = EncodedUpdate(client_id=cid, payload=q, nbytes=q.size * sa.bits // 8, num_samples=update.num_samples)
+            return msg, report
+        with self._lock:
+            state = self._codec_state.get(cid)
+        payload, state = codec.encode(delta, ctx=ctx, state=state)
+        if state is not None:
+            with self._lock:
+                self._codec_state[cid] = state
+        indicator = None if within is None else int(within)  # one byte: 1[||u|| <= C]
+        nbytes = len(payload) + (indicator is not None)
+        msg = EncodedUpdate(client_id=cid, payload=payload, nbytes=nbytes, num_samples=update.num_samples,
+                            clip_indicator=indicator)
+        return msg, report
 
     def train_and_encode(
         self, *, round_idx: int, client_id: int, global_params: torch.Tensor, dp_clip_norm: float | None = None
     ) -> tuple[EncodedUpdate, dict[str, Any]]:
         """Client side of a round: train, then encode for upload. Returns the wire message and
         the client's own report (metrics, timing) for the client table. ``dp_clip_norm`` is the
-        round's DP clip norm, sent by the server when clients clip (DP under secure aggregation)."""
+        round's DP clip norm, sent by the server with the model under client-level DP."""
         update = self.train(round_idx=round_idx, client_id=client_id, global_params=global_params)
-        extra: dict[str, Any] = {}
-        if self.config.secagg.enabled:
-            payload, nbytes, extra = self.secagg_encode(update, dp_clip_norm=dp_clip_norm)
-        else:
-            payload, nbytes = self.config.transport.codec.encode(update.delta.cpu(), client_id=client_id)
+        msg, extra = self.encode(update, round_idx=round_idx, dp_clip_norm=dp_clip_norm)
         report = {
             **update.metrics,
             **extra,
@@ -235,4 +262,4 @@ class ClientRuntime:
             "update_norm": float(update.delta.norm()),
             "device": str(self.device_for(client_id)),
         }
-        return EncodedUpdate(client_id=client_id, payload=payload, nbytes=nbytes, num_samples=update.num_samples), report
+        return msg, report

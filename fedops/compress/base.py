@@ -1,17 +1,34 @@
-"""Upload codecs: encode a client's flat delta into a wire payload whose size is counted exactly.
+"""Codecs on the wire: a client's flat update becomes ``bytes``, and the server decodes them.
 
-A codec is a plug-in with ``encode(delta, *, client_id) -> (payload, nbytes)`` and
-``decode(payload) -> delta``; codecs with state across rounds (error feedback) keep it per client.
+A codec is a plug-in (its fields are its hyperparameters; the config names it by key):
+
+* ``encode(delta, *, ctx, state) -> (payload, state)``: the client side. ``payload`` is the
+  exact serialised message (values, indices, scales, header), so the bytes on the wire are
+  ``len(payload)``. ``state`` is the client's own codec state across rounds (error feedback's
+  residual), ``None`` for stateless codecs; the caller keeps it per client and hands it back
+  next round.
+* ``decode(payload, *, ctx) -> delta``: the server side, a dense float32 ``[d]`` vector.
+* ``encode_download(global_delta, *, ctx)`` / ``decode_download``: where the method defines a
+  compressed download (RPN sends the pooled aggregate back), else ``None`` and the global model
+  travels as float32.
+* ``project(delta, *, ctx)`` / ``lift(reduced, *, ctx)``: for codecs whose encoding is a linear
+  map that every client of a round applies identically (``secagg_compatible``): the reduced
+  vectors can then be summed under secure-aggregation masks, and ``lift`` maps the sum back.
+
+``ctx`` carries what both sides know: the round, the client (``None`` on broadcast), a seed
+shared by the round (random-k regenerates its indices from it) and the model's parameter layout
+(RPN finds the convolution kernels through it).
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
 from fedops.registry import PluginModel, Registry
+from fedops.types import ParamLayout
 
 CODECS = Registry("codec")
 
@@ -20,12 +37,41 @@ def tensor_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+@dataclass(frozen=True)
+class CodecContext:
+    """What the encoding and the decoding side share for one message."""
+
+    round_idx: int
+    client_id: int | None
+    seed: int
+    layout: ParamLayout
+
+    @property
+    def dim(self) -> int:
+        return self.layout.size
+
+
 class Codec(PluginModel):
-    #: whether decoded payloads can be summed coordinate-wise under secure-aggregation masks
-    secagg_compatible: bool = False
+    #: decoded payloads can be summed coordinate-wise under secure-aggregation masks
+    secagg_compatible: ClassVar[bool] = False
+    #: the client keeps state across rounds (passed to and returned from ``encode``)
+    stateful: ClassVar[bool] = False
 
-    @abstractmethod
-    def encode(self, delta: torch.Tensor, *, client_id: int) -> tuple[dict[str, Any], int]: ...
+    def encode(self, delta: torch.Tensor, *, ctx: CodecContext, state: Any = None) -> tuple[bytes, Any]:
+        raise NotImplementedError
 
-    @abstractmethod
-    def decode(self, payload: dict[str, Any]) -> torch.Tensor: ...
+    def decode(self, payload: bytes, *, ctx: CodecContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_download(self, global_delta: torch.Tensor, *, ctx: CodecContext) -> bytes | None:
+        """The broadcast of the round's global change, or ``None``: the model goes as float32."""
+        return None
+
+    def decode_download(self, payload: bytes, *, ctx: CodecContext) -> torch.Tensor:
+        raise NotImplementedError(f"codec {self.name!r} has no compressed download")
+
+    def project(self, delta: torch.Tensor, *, ctx: CodecContext) -> torch.Tensor:
+        raise NotImplementedError(f"codec {self.name!r} cannot run under secure aggregation")
+
+    def lift(self, reduced: torch.Tensor, *, ctx: CodecContext) -> torch.Tensor:
+        raise NotImplementedError(f"codec {self.name!r} cannot run under secure aggregation")

@@ -1,19 +1,39 @@
-"""The identity codec: the delta travels as float32 (4 bytes per coordinate)."""
+"""The identity codec: the delta travels as raw little-endian float32, 4 bytes per coordinate
+and no header (the length is known from the model layout)."""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 
-from fedops.compress.base import CODECS, Codec, tensor_bytes
+from fedops.compress.base import CODECS, Codec
+
+
+def float32_bytes(x: torch.Tensor) -> bytes:
+    return x.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes()
+
+
+def float32_from(payload: bytes, *, dim: int, what: str = "payload") -> torch.Tensor:
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ValueError(f"{what} must be bytes, got {type(payload).__name__}")
+    if len(payload) != 4 * dim:
+        raise ValueError(f"wrong length: {what} has {len(payload)} bytes, expected {4 * dim} (float32 x {dim})")
+    return torch.from_numpy(np.frombuffer(payload, dtype="<f4").copy())
 
 
 @CODECS.register("none")
 class NoCompression(Codec):
     name: Literal["none"] = "none"
+    secagg_compatible: ClassVar[bool] = True  # the identity is linear
 
-    def encode(self, delta, *, client_id):
-        values = delta.detach().to(torch.float32).contiguous()
-        return {"values": values}, tensor_bytes(values)
+    def encode(self, delta, *, ctx, state=None):
+        return float32_bytes(delta), None
 
-    def decode(self, payload):
-        return payload["values"]
+    def decode(self, payload, *, ctx):
+        return float32_from(payload, dim=ctx.dim)
+
+    def project(self, delta, *, ctx):
+        return delta.detach().to(torch.float32)
+
+    def lift(self, reduced, *, ctx):
+        return reduced

@@ -129,9 +129,12 @@ class DPFedAvg:
         return None if self.ledger is None else self.ledger.epsilon()
 
     def aggregate(
-        self, updates: torch.Tensor, *, expected_cohort: float, generator: torch.Generator
+        self, updates: torch.Tensor, *, expected_cohort: float, generator: torch.Generator, unclipped: int | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """One round: the noised average ``[d]`` and metrics; updates the clip norm and ledger."""
+        """One round: the noised average ``[d]`` and metrics; updates the clip norm and ledger.
+
+        ``unclipped`` (how many clients had ``||u|| <= C`` before they clipped on their device)
+        replaces the count taken from ``updates`` when the clients clipped already."""
         check_updates(updates)
         clipped, norms = clip_by_norm(updates, max_norm=self.clip_norm)
         norms64 = norms.to(torch.float64)
@@ -139,7 +142,7 @@ class DPFedAvg:
         ones = torch.ones(k, dtype=torch.float64, device=updates.device)
         total = ones @ clipped.to(torch.float64)
         average, metrics = self.noised_average(
-            total, unclipped=int((norms64 <= self.clip_norm).sum()), cohort=k,
+            total, unclipped=int((norms64 <= self.clip_norm).sum()) if unclipped is None else unclipped, cohort=k,
             expected_cohort=expected_cohort, generator=generator,
         )
         metrics["mean_update_norm"] = float(norms64.mean())

@@ -64,10 +64,12 @@ def decode_weighted(total: np.ndarray, *, n: int, clip: float, scale: float, bit
 
 
 def encode_dp(
-    delta: np.ndarray, *, clip_norm: float, send_count: bool, clip: float, scale: float, bits: int
+    delta: np.ndarray, *, clip_norm: float, send_count: bool, clip: float, scale: float, bits: int,
+    within: bool | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Clip ``u`` to L2 norm ``C - h`` (so the quantised vector has norm <= C), then
-    ``[clip_coord(u'), clip * 1[||u|| <= C] if send_count else 0]`` quantised."""
+    ``[clip_coord(u'), clip * 1[||u|| <= C] if send_count else 0]`` quantised. ``within``
+    overrides ``||u|| <= C`` when ``delta`` is already a clipped (or projected) update."""
     x = _as_vector(delta)
     headroom = quantisation_headroom(dim=x.size, scale=scale)
     if not clip_norm > headroom:
@@ -76,7 +78,7 @@ def encode_dp(
             f"0.5*sqrt(d)/scale = {headroom:.3g} (d = {x.size}, secagg.scale = {scale}): raise secagg.scale"
         )
     norm = float(np.linalg.norm(x))
-    within = norm <= clip_norm
+    within = norm <= clip_norm if within is None else bool(within)
     bound = clip_norm - headroom
     if norm > bound:
         x = x * (bound / norm)

@@ -16,7 +16,7 @@ from fedops.types import EncodedUpdate
 def secure_round(cfg: Config, round_idx: int, received: list[EncodedUpdate]) -> SecAggResult:
     """SecAgg(+) over ``received``; an abort becomes :class:`RoundFailed` (nothing unmasked)."""
     sa = cfg.secagg
-    inputs = {m.client_id: m.payload["quantized"] for m in received}
+    inputs = {m.client_id: m.payload for m in received}  # the quantised vectors in Z_M
     n = len(inputs)
     k = None if sa.complete_graph else (sa.neighbours or default_k(n))
     threshold = sa.threshold or default_threshold(k if k is not None else max(n - 1, 1))

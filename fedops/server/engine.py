@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from fedops.compress.context import codec_context, flat_layout
 from fedops.config import Config, clients_per_round
 from fedops.errors import FedopsError
 from fedops.rng import STREAM_DP_NOISE, STREAM_SELECTION, numpy_rng, torch_generator
-from fedops.types import EncodedUpdate, RoundOutcome
+from fedops.types import EncodedUpdate, ParamLayout, RoundOutcome
 
 
 class RoundFailed(FedopsError):
@@ -48,15 +49,27 @@ class FederatedServer:
     config: Config
     params: torch.Tensor
     num_clients: int
+    layout: ParamLayout | None = None
+    """The model's tensors in the flat vector (codecs with structure, like RPN, need it)."""
     opt_state: dict[str, torch.Tensor] = field(init=False)
     bytes_up_total: int = 0
     bytes_down_total: int = 0
     dp: Any = field(init=False, default=None)
+    download_nbytes: int = field(init=False, default=0)
     noise_multiplier: float | None = field(init=False, default=None)
     local_epsilon_max: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         self.params = self.params.detach().to(torch.float32).cpu().clone()
+        if self.layout is None:
+            self.layout = flat_layout(self.params.numel())
+        elif self.layout.size != self.params.numel():
+            raise ValueError(f"layout covers {self.layout.size} values, params have {self.params.numel()}")
+        probe = self.config.transport.codec.encode_download(torch.zeros_like(self.params), ctx=self.codec_context(0, None))
+        self.download_nbytes = self.broadcast_bytes() if probe is None else len(probe)
+        """Bytes one selected client downloads per round: the float32 model, or the codec's
+        compressed global change (a client that missed rounds gets the change since its last
+        round, which has the same size)."""
         self.opt_state = self.config.server.optimizer.init_state(self.params)
         if self.config.privacy.mode == "central":
             self._init_central_dp()
@@ -96,7 +109,8 @@ class FederatedServer:
             "composition": (
                 "secure aggregation: each client clips to C on its device before masking (quantised norm <= C); "
                 "the server adds the noise to the unmasked sum" if self.config.secagg.enabled
-                else "the server clips the received updates, then noises their sum"),
+                else "each client clips to C before encoding and sends 1[norm <= C]; the server clips the decoded "
+                "updates again (a codec may change the norm), then noises their sum"),
             "accountant": ledger["accountant"],
             "opacus_version": ledger["opacus_version"],
             "delta": p.delta,
@@ -155,13 +169,17 @@ class FederatedServer:
         codec = self.config.transport.codec
         d = self.params.numel()
         rows = self._rows(round_idx, selected, dropped)
-        deltas, weights, accepted = [], [], []
+        deltas, weights, accepted, indicators = [], [], [], []
         bytes_up = 0
         for msg in sorted(received, key=lambda m: m.client_id):
             bytes_up += msg.nbytes
             row = rows[msg.client_id]
             row.update({"num_samples": msg.num_samples, "bytes_up": msg.nbytes, **reports.get(msg.client_id, {})})
-            delta = codec.decode(msg.payload)
+            try:
+                delta = codec.decode(msg.payload, ctx=self.codec_context(round_idx, msg.client_id))
+            except ValueError as exc:
+                row.update(status="rejected", reason=f"undecodable {codec.name} payload: {exc}")
+                continue
             verdict = check_update(delta, expected_size=d)
             if not verdict.ok:
                 row.update(status="rejected", reason=verdict.reason)
@@ -170,12 +188,16 @@ class FederatedServer:
             deltas.append(delta.to(torch.float32))
             weights.append(float(msg.num_samples))
             accepted.append(msg.client_id)
+            indicators.append(msg.clip_indicator)
         self._require(round_idx, accepted, selected, rows)
         stack = torch.stack(deltas)
         w = torch.tensor(weights, dtype=torch.float32)
         if self.dp is not None:
+            # The clients clipped before encoding and sent 1[||u|| <= C]; the server clips the
+            # decoded updates again (a codec may change the norm), so the sensitivity stays C.
+            unclipped = None if any(i is None for i in indicators) else int(sum(indicators))
             aggregate, dp_metrics = self.dp.aggregate(
-                stack, expected_cohort=float(self.clients_per_round),
+                stack, expected_cohort=float(self.clients_per_round), unclipped=unclipped,
                 generator=torch_generator(self.config.seed, STREAM_DP_NOISE, round_idx),
             )
             agg_metrics = {}
@@ -214,9 +236,9 @@ class FederatedServer:
             rows[cid].update({"status": "ok", "reason": "", "bytes_up": result.bytes_up.get(cid, 0), **reports.get(cid, {})})
         self._require(round_idx, accepted, selected, rows)
         extra = {"secagg/survivors": float(len(accepted)), "secagg/time_s": sum(result.timings.values())}
-        codec = {"n": len(accepted), "clip": sa.clip, "scale": sa.scale, "bits": sa.bits}
+        fixed_point = {"n": len(accepted), "clip": sa.clip, "scale": sa.scale, "bits": sa.bits}
         if self.dp is not None:  # the clients clipped; noise goes on the unmasked sum
-            total, unclipped = decode_dp(result.sum, **codec)
+            total, unclipped = decode_dp(result.sum, **fixed_point)
             average, dp_metrics = self.dp.noised_average(
                 torch.from_numpy(total), unclipped=unclipped if self.config.privacy.adaptive_clipping else None,
                 cohort=len(accepted), expected_cohort=float(self.clients_per_round),
@@ -225,9 +247,11 @@ class FederatedServer:
             extra.update({f"privacy/{k}": v for k, v in dp_metrics.items()})
         else:
             try:
-                average = torch.from_numpy(decode_weighted(result.sum, **codec))
+                average = torch.from_numpy(decode_weighted(result.sum, **fixed_point))
             except ValueError as exc:
                 raise RoundFailed(f"round {round_idx}: {exc}") from None
+        # the clients summed the codec's linear projection (identity for none); back to full size
+        average = self.config.transport.codec.lift(average.to(torch.float32), ctx=self.codec_context(round_idx, None))
         d = self.params.numel()
         return self._apply(
             round_idx, aggregate=average.to(torch.float32), rows=rows, selected=selected, accepted=accepted,
@@ -235,10 +259,12 @@ class FederatedServer:
         )
 
     def client_dp_clip_norm(self) -> float | None:
-        """The round's clip norm when the clients clip for DP (DP under secure aggregation)."""
-        if self.dp is None or not self.config.secagg.enabled:
-            return None
-        return self.dp.clip_norm
+        """The round's DP clip norm, sent to the clients: they clip before encoding (and before
+        masking under secure aggregation). ``None`` without client-level DP."""
+        return None if self.dp is None else self.dp.clip_norm
+
+    def codec_context(self, round_idx: int, client_id: int | None):
+        return codec_context(seed=self.config.seed, layout=self.layout, round_idx=round_idx, client_id=client_id)
 
     def _rows(self, round_idx: int, selected: list[int], dropped: dict[int, str]) -> dict[int, dict[str, Any]]:
         return {
@@ -261,8 +287,17 @@ class FederatedServer:
         accepted: list[int], bytes_up: int, raw_bytes: int, extra: dict[str, float], started: float,
     ) -> RoundOutcome:
         """Server optimiser step on the aggregate, then the round's metrics and client table."""
-        self.params = self.config.server.optimizer.step(self.params, aggregate, self.opt_state)
-        bytes_down = self.broadcast_bytes() * len(selected)
+        old = self.params
+        new = self.config.server.optimizer.step(old, aggregate, self.opt_state)
+        codec = self.config.transport.codec
+        ctx = self.codec_context(round_idx, None)
+        payload = codec.encode_download(new - old, ctx=ctx)
+        if payload is not None:  # the global change travels compressed; the server keeps exactly
+            new = old + codec.decode_download(payload, ctx=ctx).to(old.dtype)  # what clients rebuild
+        self.params = new
+        bytes_down = self.download_nbytes * len(selected)
+        for cid in selected:
+            rows[cid]["bytes_down"] = self.download_nbytes
         self.bytes_up_total += bytes_up
         self.bytes_down_total += bytes_down
         privacy_metrics: dict[str, float] = {}

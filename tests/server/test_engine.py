@@ -13,7 +13,8 @@ def _server(**server):
 
 def _msg(cid, values, n=1):
     t = torch.tensor(values, dtype=torch.float32)
-    return EncodedUpdate(client_id=cid, payload={"values": t}, nbytes=t.numel() * 4, num_samples=n)
+    payload = t.numpy().tobytes()
+    return EncodedUpdate(client_id=cid, payload=payload, nbytes=len(payload), num_samples=n)
 
 
 def test_selection_is_seeded_per_round():

@@ -31,8 +31,8 @@ def _updates(seed=0, k=9):
 
 def _plain(cfg, updates):
     server = FederatedServer(config=cfg, params=torch.zeros(D), num_clients=N)
-    msgs = [EncodedUpdate(client_id=c, payload={"values": torch.tensor(u, dtype=torch.float32)}, nbytes=4 * D,
-                          num_samples=10) for c, u in updates.items()]
+    msgs = [EncodedUpdate(client_id=c, payload=u.astype("<f4").tobytes(), nbytes=4 * D, num_samples=10)
+            for c, u in updates.items()]
     out = server.finish_round(1, selected=sorted(updates), received=msgs, reports={}, dropped={}, started=0.0)
     return server, out
 
@@ -81,11 +81,11 @@ def test_secure_dp_sums_only_the_survivors():
     assert all(rows[c]["status"] == "dropped" and rows[c]["reason"].startswith("secure aggregation") for c in dropped)
 
 
-def test_no_clip_norm_is_sent_without_secure_aggregation():
+def test_the_clip_norm_goes_to_the_clients_under_dp_only():
+    assert FederatedServer(config=parse_config({}), params=torch.zeros(D), num_clients=N).client_dp_clip_norm() is None
     server = FederatedServer(config=_cfg(secagg=False, sigma=1.0), params=torch.zeros(D), num_clients=N)
-    assert server.client_dp_clip_norm() is None
-    disclosure = server.privacy_disclosure()
-    assert "server clips" in disclosure["composition"]
+    assert server.client_dp_clip_norm() == 0.5
+    assert "before encoding" in server.privacy_disclosure()["composition"]
     secure = FederatedServer(config=_cfg(secagg=True, sigma=1.0), params=torch.zeros(D), num_clients=N)
     assert "before masking" in secure.privacy_disclosure()["composition"]
 
