@@ -284,7 +284,7 @@ def bench_codecs() -> None:
     with _user_errors():
         from fedops_benchmarks.codec_speed import main
 
-        main(log=out.print)
+        main(log=lambda line: out.print(line, soft_wrap=True))
 
 
 @bench_app.command("secagg")

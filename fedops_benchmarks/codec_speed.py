@@ -2,11 +2,12 @@
 
 For each codec configuration, the median (after a warm-up) of ``repeats`` encode+decode round
 trips of a random float32 vector, next to the median time of a plain ``tensor.clone()`` of the
-same vector in the same run (the ratio says how many copies the codec costs) and, for reference,
-of a NumPy copy (single-threaded; torch's clone of 1.2M floats goes through its intra-op thread
-pool, which stalls for a scheduler tick when another process holds a core). Non-RPN codecs see
-one flat tensor of ``dim``; RPN sees the layout of the 1,199,882-parameter MNIST CNN (its ``dim``
-is that model's). Threads: torch's default.
+same vector in the same run (the ratio says how many copies the codec costs). Torch runs with one
+thread here: a 1.2M-float clone through the intra-op thread pool stalls for a scheduler tick
+whenever another process holds a core, which made the reference copy jump between 0.06 and 8 ms
+on the 2-core machines (the codecs' own arithmetic is NumPy, single-threaded anyway). Non-RPN
+codecs see one flat tensor of ``dim``; RPN sees the layout of the 1,199,882-parameter MNIST CNN
+(its ``dim`` is that model's).
 
     uv run python -m fedops_benchmarks.codec_speed
 """
@@ -54,12 +55,21 @@ def mnist_cnn_layout() -> ParamLayout:
 
 
 def main(*, dim: int = 1_199_882, repeats: int = 15, log=print) -> list[dict[str, Any]]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(dim=dim, repeats=repeats, log=log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(*, dim: int, repeats: int, log) -> list[dict[str, Any]]:
     flat = ParamLayout((TensorSlot("w", (dim,), 0, dim),))
     cnn = mnist_cnn_layout()
     gen = torch.Generator().manual_seed(0)
     rows = []
-    log(f"codec encode+decode on {dim:,} float32 coordinates, {torch.get_num_threads()} torch threads, "
-        f"median of {repeats}")
+    log(f"encode+decode of {dim:,} float32 coordinates (RPN: the mnist_cnn layout), median of {repeats}, "
+        "against a tensor.clone() of the same vector")
     for spec in CONFIGS:
         codec = CODECS.build(spec)
         layout = cnn if spec["name"] == "rpn" else flat
@@ -73,16 +83,14 @@ def main(*, dim: int = 1_199_882, repeats: int = 15, log=print) -> list[dict[str
             return codec.decode(payload, ctx=ctx), len(payload)
 
         copy_ms = _median_ms(lambda: x.clone(), repeats)
-        xn = x.numpy()
-        np_copy_ms = _median_ms(lambda: xn.copy(), repeats)
         ms = _median_ms(roundtrip, repeats)
         _, nbytes = roundtrip()
         label = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
         row = {"codec": spec["name"], "params": label, "dim": layout.size, "bytes": nbytes,
-               "compression": 4 * layout.size / nbytes, "ms": ms, "copy_ms": copy_ms, "np_copy_ms": np_copy_ms, "ratio_to_copy": ms / copy_ms}
+               "compression": 4 * layout.size / nbytes, "ms": ms, "copy_ms": copy_ms, "ratio_to_copy": ms / copy_ms}
         rows.append(row)
-        log(f"  {spec['name']:6s} {label:32s} {ms:7.2f} ms  (clone {copy_ms:5.2f} ms, x{ms / copy_ms:5.1f}; numpy copy {np_copy_ms:4.2f} ms)  "
-            f"{nbytes:>10,} B  ({row['compression']:.2f}x smaller than float32)")
+        log(f"{spec['name'] + ' ' + label:38s} {ms:6.2f} ms = {ms / copy_ms:5.1f}x copy ({copy_ms:.2f} ms)  "
+            f"{nbytes:>10,} B = {row['compression']:5.2f}x smaller")
     return rows
 
 

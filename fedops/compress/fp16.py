@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import numpy as np
 import torch
 
 from fedops.compress import wire
@@ -26,16 +25,13 @@ class Float16(Codec):
     secagg_compatible: ClassVar[bool] = False
 
     def encode(self, delta, *, ctx, state=None):
-        x = wire.f32(delta, ctx.dim, "fp16: delta")
-        with np.errstate(over="ignore"):
-            values = x.astype("<f2")
-        overflow = np.isinf(values)
-        if overflow.any():  # saturate, as a clamp to the float16 range would
-            values[overflow] = np.where(x[overflow] > 0, np.float16(FP16_MAX), np.float16(-FP16_MAX))
-        return wire.header(wire.TAG_FP16, ctx.dim) + values.tobytes(), None
+        # torch's float32 -> float16 conversion is vectorised (F16C); NumPy's is ~10x slower
+        x = torch.from_numpy(wire.f32(delta, ctx.dim, "fp16: delta"))
+        values = x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16)  # saturate; NaN stays NaN
+        return wire.header(wire.TAG_FP16, ctx.dim) + values.numpy().tobytes(), None
 
     def decode(self, payload, *, ctx):
         r = wire.Reader(payload, tag=wire.TAG_FP16, dim=ctx.dim)
         values = r.array("<f2", ctx.dim, "float16 values")
         r.end()
-        return torch.from_numpy(values.astype(np.float32))
+        return torch.from_numpy(values.copy()).to(torch.float32)  # the view into the payload is read-only
