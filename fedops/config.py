@@ -197,6 +197,24 @@ class SecAggSection(Section):
     dropout_stage: Literal["advertise", "share", "masked"] = "masked"
 
 
+class QualitySection(Section):
+    """Quality control of individual updates, every round (needs individual updates, so it is
+    off under secure aggregation). ``norm_multiple``: reject an update whose L2 norm exceeds this
+    multiple of the round's median norm (off when null). ``anomaly_scores``: norm z-score, cosine
+    to the aggregate and Krum score per client in the client table, flagged over the thresholds
+    (null: on unless secure aggregation is on). ``num_byzantine``: Krum's f for the score (null:
+    the largest f with n > 2f + 2)."""
+
+    norm_multiple: float | None = Field(None, gt=1)
+    anomaly_scores: bool | None = None
+    flag_norm_z: float = Field(3.0, gt=0)
+    flag_cosine: float = Field(0.0, ge=-1, le=1)
+    num_byzantine: int | None = Field(None, ge=0)
+
+    def scores_on(self, secagg: bool) -> bool:
+        return (not secagg) if self.anomaly_scores is None else self.anomaly_scores
+
+
 class ExecutionSection(Section):
     """Where clients train: ``device`` auto picks CUDA when present (clients spread over the
     GPUs), else CPU. ``max_workers`` clients run at once (Prefect thread pool); failed clients
@@ -247,6 +265,7 @@ class Config(Section):
     simulation: SimulationSection = SimulationSection()
     privacy: PrivacySection = PrivacySection()
     secagg: SecAggSection = SecAggSection()
+    quality: QualitySection = QualitySection()
     execution: ExecutionSection = ExecutionSection()
     tracking: TrackingSection = TrackingSection()
     baseline: BaselineSection = BaselineSection()
@@ -263,6 +282,19 @@ class Config(Section):
             )
         if self.secagg.enabled:
             self._check_secagg(per_round)
+        check_cohort = getattr(self.server.aggregator, "check_cohort", None)
+        if check_cohort is not None:
+            try:
+                check_cohort(per_round)
+            except ValueError as exc:
+                raise ValueError(
+                    f"server.aggregator = {self.server.aggregator.name!r} with {per_round} clients per round: {exc}"
+                ) from None
+        if getattr(self.server.aggregator, "needs_reference", False):
+            raise ValueError(
+                f"server.aggregator = {self.server.aggregator.name!r} needs the server's own update on a clean root "
+                "data set each round, which the training flow does not provide yet; choose another rule"
+            )
         if self.privacy.mode == "central":
             if self.server.selector.name != "poisson":
                 raise ValueError(
@@ -284,6 +316,11 @@ class Config(Section):
             raise ValueError(
                 f"secagg.enabled hides individual updates, so server.aggregator = "
                 f"{self.server.aggregator.name!r} (which needs them) cannot run; use fedavg"
+            )
+        if self.quality.norm_multiple is not None or self.quality.anomaly_scores:
+            raise ValueError(
+                "secagg.enabled hides individual updates, so the per-client checks quality.norm_multiple and "
+                "quality.anomaly_scores cannot run; unset them"
             )
         if not self.transport.codec.secagg_compatible:
             from fedops.compress import CODECS

@@ -189,6 +189,18 @@ class FederatedServer:
             weights.append(float(msg.num_samples))
             accepted.append(msg.client_id)
             indicators.append(msg.clip_indicator)
+        q = self.config.quality
+        if q.norm_multiple is not None and len(deltas) >= 3:  # against the round's median norm
+            from fedops.quality import norm_outliers
+
+            outlier, norms, median = norm_outliers(torch.stack(deltas), multiple=q.norm_multiple)
+            keep = [i for i in range(len(deltas)) if not bool(outlier[i])]
+            for i in range(len(deltas)):
+                if bool(outlier[i]):
+                    rows[accepted[i]].update(status="rejected", reason=(
+                        f"update norm {float(norms[i]):.4g} > {q.norm_multiple:g} x the round's median norm {median:.4g}"))
+            deltas, weights = [deltas[i] for i in keep], [weights[i] for i in keep]
+            accepted, indicators = [accepted[i] for i in keep], [indicators[i] for i in keep]
         self._require(round_idx, accepted, selected, rows)
         stack = torch.stack(deltas)
         w = torch.tensor(weights, dtype=torch.float32)
@@ -203,12 +215,25 @@ class FederatedServer:
             agg_metrics = {}
             privacy_metrics = {f"privacy/{k}": v for k, v in dp_metrics.items()}
         else:
-            aggregate, agg_metrics = self.config.server.aggregator.aggregate(stack, weights=w)
+            try:
+                aggregate, agg_metrics = self.config.server.aggregator.aggregate(stack, weights=w)
+            except ValueError as exc:  # e.g. rejections left fewer updates than the rule's assumption needs
+                raise RoundFailed(f"round {round_idx}: {exc}. The global model was not changed.") from None
             privacy_metrics = {}
+        flagged = 0
+        if q.scores_on(self.config.secagg.enabled):
+            from fedops.quality import anomaly_scores
+
+            scores = anomaly_scores(stack, aggregate, num_byzantine=q.num_byzantine,
+                                    flag_norm_z=q.flag_norm_z, flag_cosine=q.flag_cosine)
+            for i, cid in enumerate(accepted):
+                rows[cid].update(scores.row(i))
+            flagged = int(scores.flagged.sum())
         return self._apply(
             round_idx, aggregate=aggregate, rows=rows, selected=selected, accepted=accepted,
             bytes_up=bytes_up, raw_bytes=4 * d * len(received),
-            extra={**{f"aggregate/{k}": v for k, v in agg_metrics.items()}, **privacy_metrics}, started=started,
+            extra={**{f"aggregate/{k}": v for k, v in agg_metrics.items()}, **privacy_metrics,
+                   "clients/flagged": float(flagged)}, started=started,
         )
 
     def finish_secure_round(

@@ -1,0 +1,81 @@
+"""Per-client signals computed from one round's stacked updates ``[k, d]``.
+
+* :func:`norm_outliers`: which updates have an L2 norm above ``multiple`` times the round's
+  median norm (the median is robust to a minority of huge updates, so a scaled-up attack cannot
+  drag the threshold up with it).
+* :func:`anomaly_scores`: the norm z-score ``(||u_i|| - mean) / std`` over the round, the cosine
+  between each update and the round's aggregate, and the Krum score (sum of squared distances to
+  the ``k - f - 2`` nearest other updates, Blanchard et al. 2017). A client is flagged when its
+  norm z-score exceeds ``flag_norm_z`` or its cosine falls below ``flag_cosine``.
+
+All arithmetic in float64; results are per row, so they follow the clients' order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedops.aggregate.robust import krum_scores
+
+
+def _check(updates: torch.Tensor) -> torch.Tensor:
+    if not isinstance(updates, torch.Tensor) or updates.ndim != 2 or updates.shape[0] == 0:
+        raise ValueError(f"updates must be a non-empty [k, d] stack, got {getattr(updates, 'shape', type(updates))}")
+    return updates.to(torch.float64)
+
+
+def norm_outliers(updates: torch.Tensor, *, multiple: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(outlier mask [k], norms [k], median norm)``: ``||u_i|| > multiple * median``.
+
+    The median of an even count is the mean of the two middle norms."""
+    if not multiple > 1:
+        raise ValueError(f"multiple must be > 1, got {multiple!r}")
+    u = _check(updates)
+    norms = torch.linalg.vector_norm(u, dim=1)
+    median = float(torch.quantile(norms, 0.5))
+    return norms > multiple * median, norms, median
+
+
+def default_byzantine(k: int) -> int:
+    """The largest ``f`` with ``k > 2f + 2`` (Krum's condition), at least 0."""
+    return max(0, (k - 3) // 2)
+
+
+@dataclass(frozen=True)
+class AnomalyScores:
+    norm: torch.Tensor
+    norm_z: torch.Tensor
+    cosine: torch.Tensor
+    krum: torch.Tensor | None  # None when k - f - 2 < 1
+    flagged: torch.Tensor
+
+    def row(self, i: int) -> dict[str, float | bool | None]:
+        return {
+            "norm_z": float(self.norm_z[i]),
+            "cosine_to_aggregate": float(self.cosine[i]),
+            "krum_score": None if self.krum is None else float(self.krum[i]),
+            "flagged": bool(self.flagged[i]),
+        }
+
+
+def anomaly_scores(
+    updates: torch.Tensor, aggregate: torch.Tensor, *, num_byzantine: int | None = None,
+    flag_norm_z: float = 3.0, flag_cosine: float = 0.0,
+) -> AnomalyScores:
+    u = _check(updates)
+    a = aggregate.to(torch.float64).reshape(-1)
+    if a.numel() != u.shape[1]:
+        raise ValueError(f"aggregate has {a.numel()} values, updates have {u.shape[1]}")
+    k = u.shape[0]
+    norms = torch.linalg.vector_norm(u, dim=1)
+    std = norms.std(unbiased=False) if k > 1 else torch.zeros((), dtype=torch.float64)
+    norm_z = (norms - norms.mean()) / std if float(std) > 0 else torch.zeros_like(norms)
+    a_norm = torch.linalg.vector_norm(a)
+    denom = norms * a_norm
+    cosine = torch.where(denom > 0, (u @ a) / denom.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
+    f = default_byzantine(k) if num_byzantine is None else int(num_byzantine)
+    krum = krum_scores(u, f) if k - f - 2 >= 1 else None
+    flagged = (norm_z > flag_norm_z) | (cosine < flag_cosine)
+    return AnomalyScores(norms, norm_z, cosine, krum, flagged)

@@ -1,0 +1,89 @@
+"""Per-client quality control in the server's round: rejected updates (non-finite, wrong length,
+wrong dtype, huge norm) leave the aggregate equal to the valid-only aggregate; anomaly scores
+land in the client table."""
+
+import numpy as np
+import pytest
+import torch
+
+from fedops.config import ConfigError, parse_config
+from fedops.server.engine import FederatedServer
+from fedops.types import EncodedUpdate
+
+D = 4
+
+
+def _server(aggregator="fedavg", **quality):
+    cfg = parse_config({"partition": {"num_clients": 12}, "server": {"fraction": 1.0, "aggregator": aggregator},
+                        "quality": quality})
+    return FederatedServer(config=cfg, params=torch.zeros(D), num_clients=12)
+
+
+def _msg(cid, values, dtype="<f4", n=10):
+    payload = np.asarray(values, dtype=dtype).tobytes()
+    return EncodedUpdate(client_id=cid, payload=payload, nbytes=len(payload), num_samples=n)
+
+
+HONEST = {i: [1.0 + 0.1 * i, -1.0, 0.5, 0.0] for i in range(6)}
+
+
+@pytest.mark.parametrize("aggregator", ["fedavg", "median", {"name": "trimmed_mean", "beta": 0.1},
+                                        {"name": "multi_krum", "num_byzantine": 1}, "geometric_median"])
+def test_bad_updates_are_all_rejected_and_the_aggregate_is_the_valid_only_one(aggregator):
+    bad = {
+        6: [float("nan"), 0, 0, 0],
+        7: [float("inf"), 0, 0, 0],
+        8: [1.0, 2.0, 3.0],  # wrong length
+        9: [1e6, 1e6, 1e6, 1e6],  # huge norm
+    }
+    msgs = [_msg(c, v) for c, v in {**HONEST, **bad}.items()]
+    msgs.append(_msg(10, [1, 2, 3, 4], dtype="<f8"))  # wrong dtype: 8-byte floats, twice the length
+    selected = sorted(HONEST) + [6, 7, 8, 9, 10]
+    out = _server(aggregator, norm_multiple=10).finish_round(
+        1, selected=selected, received=msgs, reports={}, dropped={}, started=0.0)
+    rows = {r["client_id"]: r for r in out.client_table}
+    assert all(rows[c]["status"] == "rejected" for c in (6, 7, 8, 9, 10)), rows
+    assert "non-finite" in rows[6]["reason"] and "non-finite" in rows[7]["reason"]
+    assert "wrong length" in rows[8]["reason"] and "wrong length" in rows[10]["reason"]
+    assert "median norm" in rows[9]["reason"]
+    assert out.metrics["clients/rejected"] == 5
+    valid = _server(aggregator, norm_multiple=10).finish_round(
+        1, selected=sorted(HONEST), received=[_msg(c, v) for c, v in HONEST.items()], reports={}, dropped={},
+        started=0.0)
+    assert torch.equal(out.params, valid.params)
+
+
+def test_anomaly_scores_and_flags_in_the_client_table():
+    msgs = [_msg(c, v) for c, v in HONEST.items()] + [_msg(6, [-3.0, 3.0, -1.5, 0.0])]  # a sign-flipped client
+    out = _server().finish_round(1, selected=list(range(7)), received=msgs, reports={}, dropped={}, started=0.0)
+    rows = {r["client_id"]: r for r in out.client_table}
+    assert rows[6]["flagged"] and rows[6]["cosine_to_aggregate"] < 0
+    assert not any(rows[c]["flagged"] for c in HONEST)
+    assert rows[6]["krum_score"] > max(rows[c]["krum_score"] for c in HONEST)
+    assert out.metrics["clients/flagged"] == 1
+
+
+def test_too_few_valid_updates_for_the_rule_fails_the_round_and_keeps_the_model():
+    from fedops.server.engine import RoundFailed
+
+    server = _server({"name": "multi_krum", "num_byzantine": 2})
+    before = server.params.clone()
+    with pytest.raises(RoundFailed, match="multi_krum needs n > 2f \\+ 2.*n=6.*not changed"):
+        server.finish_round(1, selected=list(range(7)), received=[_msg(c, v) for c, v in HONEST.items()]
+                            + [_msg(6, [float("nan")] * 4)], reports={}, dropped={}, started=0.0)
+    assert torch.equal(server.params, before)
+
+
+def test_quality_config_refusals():
+    with pytest.raises(ConfigError, match="secagg.enabled hides individual updates.*quality.norm_multiple"):
+        parse_config({"secagg": {"enabled": True}, "quality": {"norm_multiple": 5}})
+    with pytest.raises(ConfigError, match="secagg.enabled hides individual updates.*'median'"):
+        parse_config({"secagg": {"enabled": True}, "server": {"aggregator": "median"}})
+    with pytest.raises(ConfigError, match=r"'krum' with 10 clients per round: .*n=10.*f=4"):
+        parse_config({"server": {"aggregator": {"name": "krum", "num_byzantine": 4}}})
+    with pytest.raises(ConfigError, match=r"beta = 0.5"):
+        parse_config({"server": {"aggregator": {"name": "trimmed_mean", "beta": 0.5}}})
+    with pytest.raises(ConfigError, match="unknown aggregator 'krumm'"):
+        parse_config({"server": {"aggregator": "krumm"}})
+    with pytest.raises(ConfigError, match="quality.norm_multiple = 1"):
+        parse_config({"quality": {"norm_multiple": 1}})
