@@ -138,10 +138,29 @@ class TransportSection(Section):
     codec: Annotated[Any, _plugin(_codecs)] = "none"
 
 
+def _attacks():
+    from fedops.attacks import ATTACKS
+
+    return ATTACKS
+
+
 class SimulationSection(Section):
-    """Simulated client behaviour: ``dropout_prob`` of a selected client failing every attempt."""
+    """Simulated client behaviour: ``dropout_prob`` of a selected client failing every attempt;
+    ``malicious_fraction`` of the clients (fixed for the run, known to the simulator only) run
+    ``attack`` (a plug-in: sign_flip, gaussian, label_flip, alie, ipm, backdoor, free_rider)."""
 
     dropout_prob: float = Field(0.0, ge=0, lt=1)
+    attack: Annotated[Any, _plugin(_attacks)] = "none"
+    malicious_fraction: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_attack(self) -> "SimulationSection":
+        if (self.attack.name == "none") != (self.malicious_fraction == 0):
+            raise ValueError(
+                f"attack = {self.attack.name!r} with malicious_fraction = {self.malicious_fraction}: set both "
+                "(an attack and a fraction > 0) or neither"
+            )
+        return self
 
 
 class PrivacySection(Section):
@@ -279,6 +298,12 @@ class Config(Section):
                 f"server.min_clients = {self.server.min_clients} exceeds the clients selected per "
                 f"round ({per_round} = fraction {self.server.fraction} x {k} clients); "
                 f"allowed: 1..{per_round}"
+            )
+        sim = self.simulation
+        if sim.malicious_fraction > 0 and round(sim.malicious_fraction * k) < 1:
+            raise ValueError(
+                f"simulation.malicious_fraction = {sim.malicious_fraction} of {k} clients selects no client; "
+                f"allowed: at least {0.5 / k:.3g}"
             )
         if self.secagg.enabled:
             self._check_secagg(per_round)

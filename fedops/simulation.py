@@ -47,16 +47,18 @@ def simulate(
     for r in range(1, rounds + 1):
         t0 = time.perf_counter()
         selected = server.select(r)
-        received, reports, dropped = [], {}, {}
+        received, reports, dropped, updates = [], {}, {}, {}
         for cid in selected:
             try:
-                msg, rep = runtime.train_and_encode(round_idx=r, client_id=cid, global_params=server.params,
-                                                    dp_clip_norm=server.client_dp_clip_norm())
+                updates[cid] = runtime.train(round_idx=r, client_id=cid, global_params=server.params)
             except ClientDropped as exc:
                 dropped[cid] = str(exc)
-                continue
+        updates = runtime.craft_attacks(round_idx=r, updates=updates, global_params=server.params,
+                                        num_selected=len(selected))
+        for cid in sorted(updates):
+            msg, reports[cid] = runtime.encode_with_report(updates[cid], round_idx=r,
+                                                           dp_clip_norm=server.client_dp_clip_norm())
             received.append(msg)
-            reports[cid] = rep
         if cfg.secagg.enabled:
             from fedops.secagg.round import secure_round
 
@@ -68,6 +70,10 @@ def simulate(
         runtime.layout.load_into(model, server.params.to(device))
         ev = evaluate(model, x_test, y_test, num_classes=num_classes)
         row = {"round": r, "test/accuracy": ev["accuracy"], "test/loss": ev["loss"], **out.metrics}
+        if cfg.simulation.attack.name == "backdoor":
+            from fedops.attacks import backdoor_accuracy
+
+            row["test/backdoor_accuracy"] = backdoor_accuracy(model, x_test, y_test, attack=cfg.simulation.attack)
         result.history.append(row)
         if on_round:
             on_round(row)

@@ -33,6 +33,12 @@ def train_client(runtime: ClientRuntime, round_idx: int, client_id: int, global_
                                     dp_clip_norm=dp_clip_norm)
 
 
+@task(name="train-client-update", cache_policy=NONE, task_run_name="round-{round_idx}-client-{client_id}")
+def train_client_update(runtime: ClientRuntime, round_idx: int, client_id: int, global_params: torch.Tensor):
+    """Training only: for rounds where the simulated attack rewrites updates before encoding."""
+    return runtime.train(round_idx=round_idx, client_id=client_id, global_params=global_params)
+
+
 @task(name="evaluate-shard", cache_policy=NONE, task_run_name="round-{round_idx}-evaluate-{lo}")
 def evaluate_shard(runtime: ClientRuntime, round_idx: int, params: torch.Tensor, x, y, lo: int, hi: int):
     """Test-set evaluation of one shard, on the same worker threads as the clients so that all
@@ -78,6 +84,15 @@ def secure_aggregation(cfg: Config, round_idx: int, received: list):
     return secure_round(cfg, round_idx, received)
 
 
+def _backdoor_accuracy(runtime: ClientRuntime, params: torch.Tensor, x, y) -> float:
+    """Share of triggered test images (true label not the target) classified as the target."""
+    from fedops.attacks import backdoor_accuracy
+
+    model = runtime.thread_model(x.device)
+    runtime.layout.load_into(model, params.to(x.device))
+    return backdoor_accuracy(model, x, y, attack=runtime.config.simulation.attack)
+
+
 def even_shards(n: int, parts: int) -> list[tuple[int, int]]:
     bounds = [round(i * n / parts) for i in range(parts + 1)]
     return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
@@ -113,6 +128,17 @@ def _collect(futures, selected: list[int]):
     return received, reports, dropped
 
 
+def _collect_updates(futures, selected: list[int]):
+    updates, dropped = {}, {}
+    for cid, fut in zip(selected, futures):
+        fut.wait()
+        if fut.state.is_completed():
+            updates[cid] = fut.result()
+        else:
+            dropped[cid] = (fut.state.message or fut.state.name).replace("\n", " ")[:500]
+    return updates, dropped
+
+
 @flow(name="federated-training")
 def federated_training(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
     """Run ``server.rounds`` rounds of federated training and register the final model."""
@@ -138,7 +164,12 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
     shards = even_shards(x_test.shape[0], cfg.execution.max_workers)
 
     tracker = start_tracker(cfg, paths, role="federated", run_name=f"{cfg.name}-federated")
+    sim = cfg.simulation
+    if sim.attack.name != "none":  # attack runs are easy to filter: tags.`fedops.attack` != ''
+        tracker.set_tags({"fedops.attack": sim.attack.name, "fedops.malicious_fraction": str(sim.malicious_fraction),
+                          "fedops.malicious_clients": str(len(runtime.malicious))})
     tracker.set_tags({
+        "fedops.aggregator": cfg.server.aggregator.name,
         "fedops.partitioner": cfg.partition.partitioner.name,
         "fedops.devices": ",".join(str(d) for d in runtime.devices),
         "model.num_params": str(runtime.layout.size),
@@ -155,6 +186,9 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
     client_task = train_client.with_options(
         retries=cfg.execution.retries, retry_delay_seconds=cfg.execution.retry_delay_s
     )
+    update_task = train_client_update.with_options(
+        retries=cfg.execution.retries, retry_delay_seconds=cfg.execution.retry_delay_s
+    )
     history: list[dict[str, Any]] = []
     progress.emit("start", rounds=cfg.server.rounds, run_id=tracker.run_id)
     try:
@@ -167,11 +201,23 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
                 break
             started = time.perf_counter()
             selected = server.select(r)
-            futures = client_task.map(
-                runtime=unmapped(runtime), round_idx=unmapped(r), client_id=selected,
-                global_params=unmapped(server.params), dp_clip_norm=unmapped(server.client_dp_clip_norm()),
-            )
-            received, reports, dropped = _collect(futures, selected)
+            if runtime.crafts_updates:  # train, let the simulated attackers rewrite, then encode
+                futures = update_task.map(runtime=unmapped(runtime), round_idx=unmapped(r), client_id=selected,
+                                          global_params=unmapped(server.params))
+                updates, dropped = _collect_updates(futures, selected)
+                updates = runtime.craft_attacks(round_idx=r, updates=updates, global_params=server.params,
+                                                num_selected=len(selected))
+                received, reports = [], {}
+                for cid in sorted(updates):
+                    msg, reports[cid] = runtime.encode_with_report(updates[cid], round_idx=r,
+                                                                   dp_clip_norm=server.client_dp_clip_norm())
+                    received.append(msg)
+            else:
+                futures = client_task.map(
+                    runtime=unmapped(runtime), round_idx=unmapped(r), client_id=selected,
+                    global_params=unmapped(server.params), dp_clip_norm=unmapped(server.client_dp_clip_norm()),
+                )
+                received, reports, dropped = _collect(futures, selected)
             t_clients = time.perf_counter()
             if cfg.secagg.enabled:
                 result = secure_aggregation.submit(cfg, r, received).result()
@@ -190,6 +236,8 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
                     x=unmapped(x_test), y=unmapped(y_test), lo=[b[0] for b in shards], hi=[b[1] for b in shards],
                 )])
                 metrics["test/accuracy"], metrics["test/loss"] = ev["accuracy"], ev["loss"]
+                if cfg.simulation.attack.name == "backdoor":
+                    metrics["test/backdoor_accuracy"] = _backdoor_accuracy(runtime, server.params, x_test, y_test)
             done = time.perf_counter()
             metrics.update({
                 "time/round_s": done - started,

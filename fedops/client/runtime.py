@@ -17,7 +17,7 @@ import torch
 from fedops.client.local import local_train
 from fedops.config import Config, ConfigError
 from fedops.errors import FedopsError
-from fedops.rng import STREAM_CLIENT, STREAM_DROPOUT, derive_seed, numpy_rng, torch_generator
+from fedops.rng import STREAM_ATTACK, STREAM_CLIENT, STREAM_DROPOUT, derive_seed, numpy_rng, torch_generator
 from fedops.types import ClientUpdate, EncodedUpdate, ParamLayout
 
 
@@ -61,6 +61,8 @@ class ClientRuntime:
     _ledgers: dict[int, Any] = field(default_factory=dict, init=False)
     #: codec state across rounds (error feedback's residual), held per client as on its device
     _codec_state: dict[int, Any] = field(default_factory=dict, init=False)
+    #: the simulator's ground truth: clients that run simulation.attack (never read by the server)
+    malicious: frozenset[int] = field(default=frozenset(), init=False)
 
     def __post_init__(self) -> None:
         model = self.new_model(seed=0)
@@ -75,8 +77,47 @@ class ClientRuntime:
                     "(e.g. BatchNorm -> GroupNorm) or choose another model"
                 )
         self.layout = ParamLayout.from_module(model)
+        sim = self.config.simulation
+        from fedops.attacks import choose_malicious
+
+        self.malicious = choose_malicious(self.num_clients, fraction=sim.malicious_fraction, seed=self.config.seed)
         for dev in self.devices:  # move data once, up front
             self._data(dev)
+
+    @property
+    def crafts_updates(self) -> bool:
+        """Whether the configured attack rewrites updates after training (needs the round's
+        updates together, so the round trains first and encodes after the attack step)."""
+        from fedops.attacks import Attack
+
+        attack = self.config.simulation.attack
+        return bool(self.malicious) and type(attack).craft is not Attack.craft
+
+    def craft_attacks(self, *, round_idx: int, updates: dict[int, ClientUpdate], global_params: torch.Tensor,
+                      num_selected: int) -> dict[int, ClientUpdate]:
+        """The simulator's attack step: the malicious clients of the round replace their updates
+        (colluding, they see the round's honest updates, as ALIE and IPM assume). The server never
+        sees which clients these were."""
+        from dataclasses import replace
+
+        from fedops.attacks import RoundView
+
+        bad = sorted(c for c in updates if c in self.malicious)
+        if not bad or not self.crafts_updates:
+            return updates
+        attack = self.config.simulation.attack
+        honest = [updates[c].delta.detach().cpu().float() for c in sorted(updates) if c not in self.malicious]
+        benign = torch.stack(honest) if (attack.needs_benign and honest) else None
+        if attack.needs_benign and benign is None:
+            return updates  # nothing to imitate: this round's malicious clients send honest updates
+        view = RoundView(global_params=global_params.detach().cpu().float(), benign=benign,
+                         num_selected=num_selected, num_malicious=len(bad))
+        out = dict(updates)
+        for c in bad:
+            own = updates[c].delta.detach().cpu().float()
+            crafted = attack.craft(own, view=view, generator=torch_generator(self.config.seed, STREAM_ATTACK, round_idx, c))
+            out[c] = replace(updates[c], delta=crafted.to(torch.float32))
+        return out
 
     @property
     def num_clients(self) -> int:
@@ -145,6 +186,14 @@ class ClientRuntime:
         if self.config.privacy.mode == "local":
             return self._train_dp_sgd(round_idx=round_idx, client_id=client_id, global_params=global_params,
                                       device=device, data=data)
+        x, y, indices = data.x, data.y, data.indices[client_id]
+        attack = self.config.simulation.attack
+        if attack.poisons_data and client_id in self.malicious:  # the simulator poisons this client's data
+            x, y = attack.poison_data(
+                x[indices], y[indices], num_classes=self.num_classes,
+                generator=torch_generator(self.config.seed, STREAM_ATTACK, round_idx, client_id, device=device),
+            )
+            indices = torch.arange(x.shape[0], device=device)
         # Modules with their own randomness (dropout) draw from the global generator: seed it
         # for this client so the round replays (exact when clients run one at a time).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -154,9 +203,9 @@ class ClientRuntime:
                 client_id=client_id,
                 layout=self.layout,
                 global_params=global_params.to(device),
-                x=data.x,
-                y=data.y,
-                indices=data.indices[client_id],
+                x=x,
+                y=y,
+                indices=indices,
                 epochs=spec.epochs,
                 batch_size=spec.batch_size,
                 lr=spec.lr,
@@ -253,6 +302,11 @@ class ClientRuntime:
         the client's own report (metrics, timing) for the client table. ``dp_clip_norm`` is the
         round's DP clip norm, sent by the server with the model under client-level DP."""
         update = self.train(round_idx=round_idx, client_id=client_id, global_params=global_params)
+        return self.encode_with_report(update, round_idx=round_idx, dp_clip_norm=dp_clip_norm)
+
+    def encode_with_report(self, update: ClientUpdate, *, round_idx: int, dp_clip_norm: float | None = None
+                           ) -> tuple[EncodedUpdate, dict[str, Any]]:
+        client_id = update.client_id
         msg, extra = self.encode(update, round_idx=round_idx, dp_clip_norm=dp_clip_norm)
         report = {
             **update.metrics,
