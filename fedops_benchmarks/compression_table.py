@@ -44,7 +44,7 @@ def run_one(codec: dict[str, Any], *, workdir: Path, rounds: int | None = None, 
     prepare(cfg, workdir)
     runtime, bundle, _ = build_runtime(cfg, Paths.at(workdir))
     res = simulate(runtime, x_test=bundle.x_test, y_test=bundle.y_test, num_classes=bundle.num_classes,
-                   rounds=cfg.server.rounds)
+                   rounds=cfg.server.rounds, evaluate_last=LAST)
     tail = [h["test/accuracy"] for h in res.history[-LAST:]]
     last = res.history[-1]
     row = {
