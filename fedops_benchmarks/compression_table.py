@@ -8,12 +8,12 @@ byte accounting of the real payloads. "Final accuracy" is the mean test accuracy
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from fedops.config import load_config
 from fedops.paths import Paths
+from fedops_benchmarks.readme import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- compression-table:begin -->", "<!-- compression-table:end -->"
@@ -66,7 +66,7 @@ def main(*, workdir: Path | None = None, rounds: int | None = None, log=print) -
 
 def write_readme(rows: list[dict[str, Any]], readme: Path = ROOT / "README.md") -> None:
     ref = rows[0]
-    lines = [BEGIN, "",
+    lines = ["",
              f"| codec | final accuracy (mean of last {LAST} rounds) | vs none | upload MB | upload ratio | download MB |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -74,11 +74,5 @@ def write_readme(rows: list[dict[str, Any]], readme: Path = ROOT / "README.md") 
         lines.append(f"| {r['label']} | {r['accuracy']:.4f} | {delta:+.2f} pts | {r['up_mb']:.2f} | "
                      f"{ref['up_mb'] / r['up_mb']:.2f}x | {r['down_mb']:.2f} |")
     lines += ["", f"{ref['rounds']} rounds, {ref['num_params']:,}-parameter CNN; bytes are the serialised "
-              "payloads (headers, indices, scales included), summed over all clients and rounds.", "", END]
-    text = readme.read_text()
-    block = "\n".join(lines)
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), block, text, flags=re.S)
-    else:
-        text += "\n" + block + "\n"
-    readme.write_text(text)
+              "payloads (headers, indices, scales included), summed over all clients and rounds.", ""]
+    replace_block(readme, begin=BEGIN, end=END, lines=lines)

@@ -8,12 +8,12 @@ Opacus accountant for each target epsilon over the configured rounds.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from fedops.config import load_config
 from fedops.paths import Paths
+from fedops_benchmarks.readme import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (1.0, 2.0, 4.0, 8.0, None)
@@ -60,7 +60,7 @@ def main(*, workdir: Path | None = None, rounds: int | None = None, log=print) -
 
 
 def write_readme(rows: list[dict[str, Any]], readme: Path = ROOT / "README.md") -> None:
-    lines = [BEGIN, "", "| target ε (δ = 1e-5) | σ (solved) | ε spent | test accuracy | with SecAgg+ | gap to no DP |",
+    lines = ["", "| target ε (δ = 1e-5) | σ (solved) | ε spent | test accuracy | with SecAgg+ | gap to no DP |",
              "| --- | --- | --- | --- | --- | --- |"]
     by = {(r["target"], r["secagg"]): r for r in rows}
     reference = by[(None, False)]["accuracy"]
@@ -72,11 +72,5 @@ def write_readme(rows: list[dict[str, Any]], readme: Path = ROOT / "README.md") 
         with_sa = "-" if secure is None else f"{secure['accuracy']:.4f}"
         gap = f"{100 * (reference - plain['accuracy']):.1f} pts"
         lines.append(f"| {label} | {sigma} | {spent} | {plain['accuracy']:.4f} | {with_sa} | {gap} |")
-    lines += ["", END]
-    text = readme.read_text()
-    block = "\n".join(lines)
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), block, text, flags=re.S)
-    else:
-        text += "\n" + block + "\n"
-    readme.write_text(text)
+    lines.append("")
+    replace_block(readme, begin=BEGIN, end=END, lines=lines)

@@ -14,17 +14,6 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    from flows.pipeline import run_stage
-
-    work = tmp_path_factory.mktemp("codecs")
-    cfg = load_config(ROOT / "configs" / "tiny.yaml")
-    for stage in ("prepare", "validate", "partition"):
-        run_stage(stage, cfg, str(work))
-    return work
-
-
 def _run(prepared, **overrides):
     from mlflow.tracking import MlflowClient
 

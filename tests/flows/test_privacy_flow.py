@@ -11,17 +11,6 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    from flows.pipeline import run_stage
-
-    work = tmp_path_factory.mktemp("dp")
-    cfg = load_config(ROOT / "configs" / "tiny.yaml")
-    for stage in ("prepare", "validate", "partition"):
-        run_stage(stage, cfg, str(work))
-    return work
-
-
 def test_budget_stop_at_the_right_round_and_disclosure(prepared):
     from mlflow.tracking import MlflowClient
     from opacus.accountants import RDPAccountant
