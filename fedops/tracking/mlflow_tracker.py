@@ -45,7 +45,15 @@ class RunTracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle-format notice
         self._mlflow = mlflow
+        # The fluent API (log_model) needs the global URI; mlflow.set_tracking_uri also exports it
+        # as MLFLOW_TRACKING_URI, which would send every later run of this process (another
+        # work directory, another deployment run) to this store: keep the user's variable as it was.
+        user_env = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(tracking_uri)
+        if user_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_env
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         if run_id is not None:
