@@ -18,8 +18,8 @@ from fedops_benchmarks.readme import replace_block
 ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (1.0, 2.0, 4.0, 8.0, None)
 SECAGG_FOR = (4.0, None)
-"""Targets also run with SecAgg+ (the target epsilon and the non-private run: a SecAgg+ run of
-100 rounds with 200 clients per round costs about 1.3x a plain one on 2 CPU cores)."""
+"""Targets also run with SecAgg+ (the target epsilon and the non-private run: on 2 CPU cores a
+SecAgg+ run of 100 rounds with 200 clients per round took 1.0-1.7x a plain one)."""
 BEGIN, END = "<!-- privacy-table:begin -->", "<!-- privacy-table:end -->"
 
 
