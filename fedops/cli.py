@@ -278,6 +278,18 @@ def bench_compression(rounds: Optional[int] = typer.Option(None, help="Rounds pe
             out.print(f"{r['label']:28s} accuracy {r['accuracy']:.4f}  up {r['up_mb']:8.2f} MB  down {r['down_mb']:8.2f} MB")
 
 
+@bench_app.command("crowdfl")
+def bench_crowdfl() -> None:
+    """CrowdFL's bad-data experiment on Pima (one of three owners with missing values), with and
+    without quality control, rewriting the README table."""
+    with _user_errors():
+        from fedops_benchmarks.crowdfl import main
+
+        r = main(log=console.print)
+        for label, row in r["rows"].items():
+            out.print(f"{label:24s} accuracy {row['mean']:.4f} (spread {row['spread']:.4f})")
+
+
 @bench_app.command("codecs")
 def bench_codecs() -> None:
     """Encode + decode time of 1.2M floats per codec, as a ratio to a plain tensor copy."""

@@ -144,6 +144,20 @@ def _attacks():
     return ATTACKS
 
 
+class MissingValuesSection(Section):
+    """Simulated bad data: ``rate`` of the feature cells of each listed client's training rows are
+    missing (tabular data sets only), as in CrowdFL's Pima experiment."""
+
+    clients: list[int] = Field(default_factory=list)
+    rate: float = Field(0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MissingValuesSection":
+        if any(c < 0 for c in self.clients) or len(set(self.clients)) != len(self.clients):
+            raise ValueError(f"clients = {self.clients}: expected distinct client ids >= 0")
+        return self
+
+
 class SimulationSection(Section):
     """Simulated client behaviour: ``dropout_prob`` of a selected client failing every attempt;
     ``malicious_fraction`` of the clients (fixed for the run, known to the simulator only) run
@@ -152,6 +166,7 @@ class SimulationSection(Section):
     dropout_prob: float = Field(0.0, ge=0, lt=1)
     attack: Annotated[Any, _plugin(_attacks)] = "none"
     malicious_fraction: float = Field(0.0, ge=0, lt=1)
+    missing_values: MissingValuesSection = MissingValuesSection()
 
     @model_validator(mode="after")
     def _check_attack(self) -> "SimulationSection":
@@ -219,16 +234,21 @@ class SecAggSection(Section):
 class QualitySection(Section):
     """Quality control of individual updates, every round (needs individual updates, so it is
     off under secure aggregation). ``norm_multiple``: reject an update whose L2 norm exceeds this
-    multiple of the round's median norm (off when null). ``anomaly_scores``: norm z-score, cosine
-    to the aggregate and Krum score per client in the client table, flagged over the thresholds
-    (null: on unless secure aggregation is on). ``num_byzantine``: Krum's f for the score (null:
-    the largest f with n > 2f + 2)."""
+    multiple of the round's median norm (off when null). ``anomaly_scores``: robust norm z-score
+    (median / MAD), cosine to the aggregate and Krum score per client in the client table, flagged
+    over the thresholds (null: on unless secure aggregation is on). ``num_byzantine``: Krum's f for
+    the score (null: the largest f with n > 2f + 2). ``bad_data``: what happens to a client whose
+    own data failed its Great Expectations suite (partition stage): ``exclude`` (not trained,
+    rejected in the client table), ``downweight`` (its aggregation weight times
+    ``bad_data_weight``) or ``keep``."""
 
     norm_multiple: float | None = Field(None, gt=1)
     anomaly_scores: bool | None = None
     flag_norm_z: float = Field(3.0, gt=0)
     flag_cosine: float = Field(0.0, ge=-1, le=1)
     num_byzantine: int | None = Field(None, ge=0)
+    bad_data: Literal["exclude", "downweight", "keep"] = "exclude"
+    bad_data_weight: float = Field(0.1, gt=0, lt=1)
 
     def scores_on(self, secagg: bool) -> bool:
         return (not secagg) if self.anomaly_scores is None else self.anomaly_scores
@@ -305,6 +325,19 @@ class Config(Section):
                 f"simulation.malicious_fraction = {sim.malicious_fraction} of {k} clients selects no client; "
                 f"allowed: at least {0.5 / k:.3g}"
             )
+        bad = [c for c in sim.missing_values.clients if c >= k]
+        if bad:
+            raise ValueError(f"simulation.missing_values.clients = {bad}: no such client; allowed: 0..{k - 1}")
+        if sim.missing_values.clients and not getattr(self.data, "tabular", False):
+            raise ValueError(
+                f"simulation.missing_values needs a tabular data set (e.g. pima), got data.name = {self.data.name!r}"
+            )
+        if self.quality.bad_data == "downweight" and (self.secagg.enabled or self.privacy.mode == "central"):
+            raise ValueError(
+                "quality.bad_data = 'downweight' needs the server to weight individual updates, which "
+                f"{'secure aggregation' if self.secagg.enabled else 'DP-FedAvg (unweighted clipped sum)'} "
+                "does not; use 'exclude' or 'keep'"
+            )
         if self.secagg.enabled:
             self._check_secagg(per_round)
         check_cohort = getattr(self.server.aggregator, "check_cohort", None)
@@ -315,11 +348,6 @@ class Config(Section):
                 raise ValueError(
                     f"server.aggregator = {self.server.aggregator.name!r} with {per_round} clients per round: {exc}"
                 ) from None
-        if getattr(self.server.aggregator, "needs_reference", False):
-            raise ValueError(
-                f"server.aggregator = {self.server.aggregator.name!r} needs the server's own update on a clean root "
-                "data set each round, which the training flow does not provide yet; choose another rule"
-            )
         if self.privacy.mode == "central":
             if self.server.selector.name != "poisson":
                 raise ValueError(

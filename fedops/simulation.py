@@ -45,7 +45,7 @@ def simulate(
     cfg = runtime.config
     init = runtime.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
     server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients,
-                             layout=runtime.layout)
+                             layout=runtime.layout, data_failures=runtime.data_failures)
     device = runtime.devices[0]
     model = init.to(device)
     x_test, y_test = x_test.to(device), y_test.to(device)
@@ -55,7 +55,7 @@ def simulate(
         t0 = time.perf_counter()
         selected = server.select(r)
         received, reports, dropped, updates = [], {}, {}, {}
-        for cid in selected:
+        for cid in (c for c in selected if not server.excluded(c)):
             try:
                 updates[cid] = runtime.train(round_idx=r, client_id=cid, global_params=server.params)
             except ClientDropped as exc:
@@ -72,8 +72,10 @@ def simulate(
             out = server.finish_secure_round(r, selected=selected, result=secure_round(cfg, r, received),
                                              reports=reports, dropped=dropped, started=t0)
         else:
+            reference = (runtime.root_update(round_idx=r, global_params=server.params)
+                         if runtime.root_indices is not None else None)
             out = server.finish_round(r, selected=selected, received=received, reports=reports,
-                                      dropped=dropped, started=t0)
+                                      dropped=dropped, started=t0, reference=reference)
         row = {"round": r, **out.metrics}
         if evaluate_last is not None and r <= rounds - evaluate_last:
             result.history.append(row)

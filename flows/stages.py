@@ -23,6 +23,17 @@ def load_raw(cfg: Config, paths: Paths):
     return cfg.data.load_raw(raw_dir)
 
 
+def client_raw(cfg: Config, raw, indices):
+    """The training data as the clients hold it: with ``simulation.missing_values``, the listed
+    clients' rows have gaps (see :mod:`fedops.data.corrupt`); otherwise ``raw`` itself."""
+    mv = cfg.simulation.missing_values
+    if not mv.clients:
+        return raw
+    from fedops.data.corrupt import with_missing_values
+
+    return with_missing_values(raw, rows={c: indices[c] for c in mv.clients}, rate=mv.rate, seed=cfg.seed)
+
+
 @flow(name="prepare-data")
 def prepare_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
     """Copy the raw data set files into ``data/raw/<dataset>/`` and record their hashes.
@@ -83,14 +94,16 @@ def partition_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]
     )
     client_summary: dict[str, Any] = {"enabled": False}
     if cfg.validation.enabled and cfg.validation.clients:
-        from fedops.data import validate_clients, write_report
+        from fedops.data import failed_expectations, validate_clients, write_report
 
-        reports = validate_clients(cfg.data, raw, part.indices)
+        reports = validate_clients(cfg.data, client_raw(cfg, raw, part.indices), part.indices)
         write_report(reports, paths.client_validation_report)
         failing = {i: r for i, r in enumerate(reports) if not r.success}
         client_summary = {"enabled": True, "failed_clients": sorted(failing)}
         for i, c in enumerate(manifest["clients"]):
             c["validation"] = "passed" if i not in failing else "failed"
+            if i in failing:
+                c["validation_failures"] = failed_expectations(failing[i])
     else:
         write_json_atomic({"enabled": False, "reports": []}, paths.client_validation_report)
     save_manifest(manifest, paths.manifest)

@@ -23,7 +23,7 @@ from fedops.paths import Paths
 from fedops.rng import STREAM_MODEL_INIT, derive_seed
 from fedops.server.engine import FederatedServer
 from fedops.tracking import RunTracker, resolve_tracking_uri
-from flows.stages import _cfg, load_raw
+from flows.stages import _cfg, client_raw, load_raw
 
 
 @task(name="train-client", cache_policy=NONE, task_run_name="round-{round_idx}-client-{client_id}")
@@ -37,6 +37,12 @@ def train_client(runtime: ClientRuntime, round_idx: int, client_id: int, global_
 def train_client_update(runtime: ClientRuntime, round_idx: int, client_id: int, global_params: torch.Tensor):
     """Training only: for rounds where the simulated attack rewrites updates before encoding."""
     return runtime.train(round_idx=round_idx, client_id=client_id, global_params=global_params)
+
+
+@task(name="server-root-update", cache_policy=NONE, task_run_name="round-{round_idx}-root-update")
+def server_root_update(runtime: ClientRuntime, round_idx: int, global_params: torch.Tensor) -> torch.Tensor:
+    """The server's own training on its clean root data set (FLTrust's reference update)."""
+    return runtime.root_update(round_idx=round_idx, global_params=global_params)
 
 
 @task(name="evaluate-shard", cache_policy=NONE, task_run_name="round-{round_idx}-evaluate-{lo}")
@@ -55,7 +61,6 @@ def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[s
 
     if not paths.manifest.is_file():
         raise MissingInput(f"no partition manifest at {paths.manifest}: run the partition stage first")
-    bundle = cfg.data.to_bundle(load_raw(cfg, paths))
     partition, manifest = load_manifest(paths.manifest)
     if manifest["dataset"] != cfg.data.name or manifest["num_clients"] != cfg.partition.num_clients:
         raise MissingInput(
@@ -63,6 +68,7 @@ def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[s
             f"{manifest['num_clients']} clients, the config asks for {cfg.data.name!r} with "
             f"{cfg.partition.num_clients}: rerun the partition stage"
         )
+    bundle = cfg.data.to_bundle(client_raw(cfg, load_raw(cfg, paths), list(partition.indices)))
     runtime = ClientRuntime(
         config=cfg,
         x_train=bundle.x_train,
@@ -72,6 +78,8 @@ def build_runtime(cfg: Config, paths: Paths) -> tuple[ClientRuntime, Any, dict[s
         input_shape=tuple(bundle.input_shape),
         num_classes=bundle.num_classes,
         devices=resolve_devices(cfg.execution.device),
+        data_failures={c["id"]: c.get("validation_failures", ["client data validation"])
+                       for c in manifest["clients"] if c.get("validation") == "failed"},
     )
     return runtime, bundle, manifest
 
@@ -157,7 +165,7 @@ def federated_training(config: dict[str, Any], workdir: str = ".") -> dict[str, 
 def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[str, Any]:
     init = runtime.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
     server = FederatedServer(config=cfg, params=runtime.layout.flatten(init), num_clients=runtime.num_clients,
-                             layout=runtime.layout)
+                             layout=runtime.layout, data_failures=runtime.data_failures)
     eval_device = runtime.devices[0]
     final_model = init.to(eval_device)
     x_test, y_test = bundle.x_test.to(eval_device), bundle.y_test.to(eval_device)
@@ -168,6 +176,9 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
     if sim.attack.name != "none":  # attack runs are easy to filter: tags.`fedops.attack` != ''
         tracker.set_tags({"fedops.attack": sim.attack.name, "fedops.malicious_fraction": str(sim.malicious_fraction),
                           "fedops.malicious_clients": str(len(runtime.malicious))})
+    if runtime.data_failures:
+        tracker.set_tags({"fedops.bad_data_clients": ",".join(map(str, sorted(runtime.data_failures))),
+                          "fedops.bad_data_policy": cfg.quality.bad_data})
     tracker.set_tags({
         "fedops.aggregator": cfg.server.aggregator.name,
         "fedops.partitioner": cfg.partition.partitioner.name,
@@ -201,10 +212,11 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
                 break
             started = time.perf_counter()
             selected = server.select(r)
+            training = [c for c in selected if not server.excluded(c)]  # bad data: not trained at all
             if runtime.crafts_updates:  # train, let the simulated attackers rewrite, then encode
-                futures = update_task.map(runtime=unmapped(runtime), round_idx=unmapped(r), client_id=selected,
+                futures = update_task.map(runtime=unmapped(runtime), round_idx=unmapped(r), client_id=training,
                                           global_params=unmapped(server.params))
-                updates, dropped = _collect_updates(futures, selected)
+                updates, dropped = _collect_updates(futures, training)
                 updates = runtime.craft_attacks(round_idx=r, updates=updates, global_params=server.params,
                                                 num_selected=len(selected))
                 received, reports = [], {}
@@ -214,10 +226,10 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
                     received.append(msg)
             else:
                 futures = client_task.map(
-                    runtime=unmapped(runtime), round_idx=unmapped(r), client_id=selected,
+                    runtime=unmapped(runtime), round_idx=unmapped(r), client_id=training,
                     global_params=unmapped(server.params), dp_clip_norm=unmapped(server.client_dp_clip_norm()),
                 )
-                received, reports, dropped = _collect(futures, selected)
+                received, reports, dropped = _collect(futures, training)
             t_clients = time.perf_counter()
             if cfg.secagg.enabled:
                 result = secure_aggregation.submit(cfg, r, received).result()
@@ -225,9 +237,10 @@ def _train(cfg: Config, paths: Paths, runtime: ClientRuntime, bundle) -> dict[st
                     r, selected=selected, result=result, reports=reports, dropped=dropped, started=started
                 )
             else:
-                outcome = server.finish_round(
-                    r, selected=selected, received=received, reports=reports, dropped=dropped, started=started
-                )
+                reference = (server_root_update.submit(runtime, r, server.params).result()
+                             if runtime.root_indices is not None else None)
+                outcome = server.finish_round(r, selected=selected, received=received, reports=reports,
+                                              dropped=dropped, started=started, reference=reference)
             t_server = time.perf_counter()
             metrics = dict(outcome.metrics)
             if r % cfg.server.eval_every == 0 or r == cfg.server.rounds:

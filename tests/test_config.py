@@ -92,3 +92,18 @@ def test_cli_config_error_exits_nonzero_with_one_line(tmp_path, content, needle)
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert needle in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"simulation": {"missing_values": {"clients": [5]}}}, r"simulation.missing_values.clients = \[5\]: no such client"),
+    ({"simulation": {"missing_values": {"clients": [1, 1]}}}, r"expected distinct client ids"),
+    ({"simulation": {"missing_values": {"clients": [1], "rate": 0}}}, r"rate"),
+    ({"data": "synthetic", "simulation": {"missing_values": {"clients": [1]}}}, r"needs a tabular data set"),
+    ({"quality": {"bad_data": "drop"}}, r"quality.bad_data = 'drop'"),
+    ({"quality": {"bad_data": "downweight"}, "secagg": {"enabled": True}}, r"'downweight' needs the server"),
+    ({"quality": {"bad_data": "downweight", "bad_data_weight": 1.0}}, r"bad_data_weight"),
+])
+def test_bad_data_settings_refused(patch, message):
+    base = {"data": "pima", "partition": {"num_clients": 3}}
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**base, **patch})

@@ -453,8 +453,9 @@ class NormBounded(Aggregator):
 class FLTrust(_RobustAggregator):
     """FLTrust (Cao et al., NDSS 2021): trust-weighted, magnitude-normalised mean.
 
-    The server computes a root update ``g0`` on a small clean root dataset each round and passes
-    it as ``reference``.  ``trust_i = ReLU(cos(u_i, g0))`` (0 for a zero update), each ``u_i`` is
+    The server computes a root update ``g0`` on a small clean root dataset each round (its own
+    local training, with the clients' hyperparameters, from the global model) and passes it as
+    ``reference``; ``root_size`` is that data set's size (the paper's default is 100 examples).  ``trust_i = ReLU(cos(u_i, g0))`` (0 for a zero update), each ``u_i`` is
     rescaled to norm ``||g0||``, and the result is ``sum_i trust_i u_i' / sum_i trust_i``; if every
     trust is 0 the result is zeros.  Client weights are validated and ignored (as in the paper).
     Byzantine assumption: the root dataset (hence ``g0``) is clean; no bound on ``f``.
@@ -463,6 +464,7 @@ class FLTrust(_RobustAggregator):
 
     name: Literal["fltrust"] = "fltrust"
     needs_reference: bool = True
+    root_size: int = Field(100, ge=1)
 
     def aggregate(self, updates, *, weights, reference: torch.Tensor | None = None):
         check_stack(updates, weights)

@@ -17,7 +17,15 @@ import torch
 from fedops.client.local import local_train
 from fedops.config import Config, ConfigError
 from fedops.errors import FedopsError
-from fedops.rng import STREAM_ATTACK, STREAM_CLIENT, STREAM_DROPOUT, derive_seed, numpy_rng, torch_generator
+from fedops.rng import (
+    STREAM_ATTACK,
+    STREAM_CLIENT,
+    STREAM_DROPOUT,
+    STREAM_ROOT,
+    derive_seed,
+    numpy_rng,
+    torch_generator,
+)
 from fedops.types import ClientUpdate, EncodedUpdate, ParamLayout
 
 
@@ -53,6 +61,9 @@ class ClientRuntime:
     input_shape: tuple[int, ...]
     num_classes: int
     devices: list[torch.device]
+    #: clients whose own data failed validation, with the failed expectations: what each client
+    #: reports about its data (the server's data-quality policy reads it)
+    data_failures: dict[int, list[str]] = field(default_factory=dict)
     layout: ParamLayout = field(init=False)
     _per_device: dict[torch.device, _DeviceData] = field(default_factory=dict, init=False)
     _local: threading.local = field(default_factory=threading.local, init=False)
@@ -63,6 +74,8 @@ class ClientRuntime:
     _codec_state: dict[int, Any] = field(default_factory=dict, init=False)
     #: the simulator's ground truth: clients that run simulation.attack (never read by the server)
     malicious: frozenset[int] = field(default=frozenset(), init=False)
+    #: the server's clean root data set (training-set positions), for rules that need one (FLTrust)
+    root_indices: np.ndarray | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         model = self.new_model(seed=0)
@@ -81,6 +94,16 @@ class ClientRuntime:
         from fedops.attacks import choose_malicious
 
         self.malicious = choose_malicious(self.num_clients, fraction=sim.malicious_fraction, seed=self.config.seed)
+        rule = self.config.server.aggregator
+        if getattr(rule, "needs_reference", False):
+            n = int(self.x_train.shape[0])
+            if rule.root_size > n:
+                raise ConfigError(
+                    f"server.aggregator.root_size = {rule.root_size} exceeds the {n} training examples; "
+                    f"allowed: 1..{n}"
+                )
+            # FLTrust's root set: drawn uniformly from the training data once per run, as in Cao et al.
+            self.root_indices = np.sort(numpy_rng(self.config.seed, STREAM_ROOT).choice(n, rule.root_size, replace=False))
         for dev in self.devices:  # move data once, up front
             self._data(dev)
 
@@ -216,6 +239,26 @@ class ClientRuntime:
                 feature_transform=transform,
             )
         return update
+
+    def root_update(self, *, round_idx: int, global_params: torch.Tensor) -> torch.Tensor:
+        """The server's own update this round: local training on the clean root set from the
+        global model, with the clients' hyperparameters (FLTrust's ``g0``), on the first device."""
+        if self.root_indices is None:
+            raise ValueError(f"server.aggregator = {self.config.server.aggregator.name!r} has no root data set")
+        self.use_worker_threads()
+        device = self.devices[0]
+        data = self._data(device)
+        spec = self.config.client
+        indices = torch.as_tensor(self.root_indices, dtype=torch.long, device=device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(derive_seed(self.config.seed, STREAM_ROOT, round_idx, 1))
+            update = local_train(
+                self.thread_model(device), client_id=-1, layout=self.layout, global_params=global_params.to(device),
+                x=data.x, y=data.y, indices=indices, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                momentum=spec.momentum, weight_decay=spec.weight_decay, prox_mu=spec.prox_mu,
+                generator=torch_generator(self.config.seed, STREAM_ROOT, round_idx, device=device),
+            )
+        return update.delta.detach().to("cpu", torch.float32)
 
     def _train_dp_sgd(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, device, data) -> ClientUpdate:
         """Sample-level DP-SGD (Opacus PrivacyEngine) for one client; the client's epsilon is

@@ -206,6 +206,7 @@ class Dataset(PluginModel):
 
     install_hint: ClassVar[str] = ""
     raw_files: ClassVar[tuple[str, ...]] = ()
+    tabular: ClassVar[bool] = False
 
     # ---- to implement -------------------------------------------------------------
 

@@ -87,6 +87,7 @@ class Pima(Dataset):
         f"<project>/{EXTRACTED_FILE}), or set data.path to {RDA_NAME}"
     )
     raw_files: ClassVar[tuple[str, ...]] = (RDA_NAME,)
+    tabular: ClassVar[bool] = True
 
     # ---- sources / parsing ------------------------------------------------------
 
@@ -184,9 +185,13 @@ class Pima(Dataset):
             xte = raw.frame_test.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
         except (KeyError, ValueError) as exc:
             raise DataError(f"pima: feature columns unusable: {exc}") from exc
-        mean = xtr.mean(axis=0)
-        std = xtr.std(axis=0)
-        std[std == 0] = 1.0
+        # Missing cells (NaN, e.g. a client with gaps in its records) take the raw data's own code
+        # for a missing measurement, 0; the standardisation statistics skip them.
+        mean = np.nanmean(xtr, axis=0)
+        std = np.nanstd(xtr, axis=0)
+        std[~(std > 0)] = 1.0
+        mean = np.nan_to_num(mean)
+        xtr, xte = np.nan_to_num(xtr, nan=0.0), np.nan_to_num(xte, nan=0.0)
         codes = {c: i for i, c in enumerate(CLASS_NAMES)}
 
         def labels(frame: pd.DataFrame) -> np.ndarray:

@@ -51,6 +51,9 @@ class FederatedServer:
     num_clients: int
     layout: ParamLayout | None = None
     """The model's tensors in the flat vector (codecs with structure, like RPN, need it)."""
+    data_failures: dict[int, list[str]] = field(default_factory=dict)
+    """Clients whose own data failed validation (client id -> failed expectations), as they
+    reported it; ``quality.bad_data`` says whether they are excluded, down-weighted or kept."""
     opt_state: dict[str, torch.Tensor] = field(init=False)
     bytes_up_total: int = 0
     bytes_down_total: int = 0
@@ -160,12 +163,18 @@ class FederatedServer:
         reports: dict[int, dict[str, Any]],
         dropped: dict[int, str],
         started: float,
+        reference: torch.Tensor | None = None,
     ) -> RoundOutcome:
         """Decode, validate and aggregate the round's updates, then step the global model.
 
-        Raises :class:`RoundFailed` (global model unchanged) when fewer than
+        ``reference`` is the server's own update on its root data set, for rules that need one
+        (FLTrust). Raises :class:`RoundFailed` (global model unchanged) when fewer than
         ``server.min_clients`` usable updates arrived.
         """
+        rule = self.config.server.aggregator
+        needs_reference = getattr(rule, "needs_reference", False)
+        if needs_reference and reference is None:
+            raise ValueError(f"server.aggregator = {rule.name!r} needs the server's root update (reference=...)")
         codec = self.config.transport.codec
         d = self.params.numel()
         rows = self._rows(round_idx, selected, dropped)
@@ -185,8 +194,11 @@ class FederatedServer:
                 row.update(status="rejected", reason=verdict.reason)
                 continue
             row.update(status="ok", reason="")
+            factor = self.weight_factor(msg.client_id)
+            if factor != 1.0:
+                row["weight_factor"] = factor
             deltas.append(delta.to(torch.float32))
-            weights.append(float(msg.num_samples))
+            weights.append(float(msg.num_samples) * factor)
             accepted.append(msg.client_id)
             indicators.append(msg.clip_indicator)
         q = self.config.quality
@@ -216,7 +228,8 @@ class FederatedServer:
             privacy_metrics = {f"privacy/{k}": v for k, v in dp_metrics.items()}
         else:
             try:
-                aggregate, agg_metrics = self.config.server.aggregator.aggregate(stack, weights=w)
+                extra_args = {"reference": reference} if needs_reference else {}
+                aggregate, agg_metrics = rule.aggregate(stack, weights=w, **extra_args)
             except ValueError as exc:  # e.g. rejections left fewer updates than the rule's assumption needs
                 raise RoundFailed(f"round {round_idx}: {exc}. The global model was not changed.") from None
             privacy_metrics = {}
@@ -291,11 +304,26 @@ class FederatedServer:
     def codec_context(self, round_idx: int, client_id: int | None):
         return codec_context(seed=self.config.seed, layout=self.layout, round_idx=round_idx, client_id=client_id)
 
+    def excluded(self, client_id: int) -> bool:
+        """Whether the client is left out of training for bad data (``quality.bad_data: exclude``)."""
+        return self.config.quality.bad_data == "exclude" and client_id in self.data_failures
+
+    def weight_factor(self, client_id: int) -> float:
+        """The client's aggregation-weight multiplier (``quality.bad_data: downweight``)."""
+        q = self.config.quality
+        return q.bad_data_weight if q.bad_data == "downweight" and client_id in self.data_failures else 1.0
+
     def _rows(self, round_idx: int, selected: list[int], dropped: dict[int, str]) -> dict[int, dict[str, Any]]:
-        return {
-            cid: {"round": round_idx, "client_id": cid, "status": "dropped", "reason": dropped.get(cid, "no reply")}
-            for cid in selected
-        }
+        rows = {}
+        for cid in selected:
+            row = {"round": round_idx, "client_id": cid, "status": "dropped", "reason": dropped.get(cid, "no reply")}
+            if self.data_failures:
+                row["data_validation"] = "failed" if cid in self.data_failures else "passed"
+            if self.excluded(cid):
+                row.update(status="rejected", reason=(
+                    f"data validation failed ({', '.join(self.data_failures[cid])}); quality.bad_data = exclude"))
+            rows[cid] = row
+        return rows
 
     def _require(self, round_idx: int, accepted: list[int], selected: list[int], rows: dict[int, dict[str, Any]]) -> None:
         if len(accepted) < self.config.server.min_clients:

@@ -35,7 +35,27 @@ def test_sign_flip_attack_is_flagged_and_tagged(prepared):
     by_krum = sorted(table, key=lambda r: r["krum_score"])[-2:]
     assert {r["client_id"] for r in by_norm} == {r["client_id"] for r in by_krum}
     assert min(r["update_norm"] for r in by_norm) > 3 * max(r["update_norm"] for r in table if r not in by_norm)
+    assert all(r["flagged"] for r in by_norm)  # the robust norm z-score finds both attackers
     flagged = [m.value for m in client.get_metric_history(summary["run_id"], "clients/flagged")]
-    assert len(flagged) == 2 and flagged[0] == sum(r["flagged"] for r in table)
+    assert len(flagged) == 2 and flagged[0] == sum(r["flagged"] for r in table) >= 2
     state = torch.load(prepared / "models" / "global.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_fltrust_trains_on_its_root_set_and_gives_sign_flippers_no_trust(prepared):
+    from mlflow.tracking import MlflowClient
+
+    from flows.training import run_federated_training
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", {
+        "server.rounds": 2, "server.fraction": 1.0, "execution.max_workers": 2,
+        "server.aggregator": {"name": "fltrust", "root_size": 50},
+        "simulation": {"attack": {"name": "sign_flip", "scale": 1.0}, "malicious_fraction": 0.34},
+    })
+    summary = run_federated_training(cfg, str(prepared))
+    client = MlflowClient(summary["tracking_uri"])
+    history = {k: [m.value for m in client.get_metric_history(summary["run_id"], f"aggregate/{k}")]
+               for k in ("zero_trust_clients", "reference_norm", "mean_trust")}
+    assert len(history["reference_norm"]) == 2 and min(history["reference_norm"]) > 0
+    assert min(history["zero_trust_clients"]) >= 2  # the two sign-flipped updates point away from g0
+    assert client.get_run(summary["run_id"]).data.tags["fedops.aggregator"] == "fltrust"

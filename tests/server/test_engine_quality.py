@@ -87,3 +87,41 @@ def test_quality_config_refusals():
         parse_config({"server": {"aggregator": "krumm"}})
     with pytest.raises(ConfigError, match="quality.norm_multiple = 1"):
         parse_config({"quality": {"norm_multiple": 1}})
+
+
+def _bad_data_server(policy, **extra):
+    cfg = parse_config({"partition": {"num_clients": 4}, "server": {"fraction": 1.0},
+                        "quality": {"bad_data": policy, **extra}})
+    return FederatedServer(config=cfg, params=torch.zeros(2), num_clients=4,
+                           data_failures={3: ["expect_column_values_to_not_be_null[glucose]"]})
+
+
+GOOD = {0: [1.0, 0.0], 1: [0.0, 1.0], 2: [1.0, 1.0]}
+
+
+def test_bad_data_exclude_rejects_the_client_with_its_failed_expectations():
+    server = _bad_data_server("exclude")
+    assert server.excluded(3) and not server.excluded(0)
+    # the flow does not train an excluded client, so nothing arrives from it
+    out = server.finish_round(1, selected=[0, 1, 2, 3], received=[_msg(c, v) for c, v in GOOD.items()],
+                              reports={}, dropped={}, started=0.0)
+    rows = {r["client_id"]: r for r in out.client_table}
+    assert rows[3]["status"] == "rejected" and "not_be_null[glucose]" in rows[3]["reason"]
+    assert rows[3]["data_validation"] == "failed" and rows[0]["data_validation"] == "passed"
+    assert out.metrics["clients/rejected"] == 1 and out.metrics["clients/aggregated"] == 3
+    assert out.params.tolist() == pytest.approx([2 / 3, 2 / 3])
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("downweight", [(10 + 0 + 10 + 0.5 * 10 * 4) / 35, (0 + 10 + 10 + 0.5 * 10 * 4) / 35]),  # weight 10 x 0.5
+    ("keep", [(10 + 0 + 10 + 40) / 40, (0 + 10 + 10 + 40) / 40]),
+])
+def test_bad_data_downweight_and_keep(policy, expected):
+    server = _bad_data_server(policy, bad_data_weight=0.5)
+    assert not server.excluded(3)
+    msgs = [_msg(c, v) for c, v in {**GOOD, 3: [4.0, 4.0]}.items()]
+    out = server.finish_round(1, selected=[0, 1, 2, 3], received=msgs, reports={}, dropped={}, started=0.0)
+    rows = {r["client_id"]: r for r in out.client_table}
+    assert rows[3]["status"] == "ok" and rows[3]["data_validation"] == "failed"
+    assert rows[3].get("weight_factor", 1.0) == (0.5 if policy == "downweight" else 1.0)
+    assert out.params.tolist() == pytest.approx(expected)

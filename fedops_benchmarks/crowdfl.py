@@ -1,0 +1,97 @@
+"""CrowdFL's bad-data experiment on Pima (configs/pima.yaml: three data owners, logistic
+regression): one owner's records have missing values. Runs, on the same split and partition:
+
+* ``clean``: all three owners with clean data;
+* ``without bad client``: the two good owners alone (the bad owner's rows never enter training);
+* ``bad client, keep``: the owner with gaps takes part (quality control off);
+* ``bad client, exclude`` / ``downweight``: fedops' quality control, driven by that owner's own
+  Great Expectations result (``quality.bad_data``).
+
+Writes the README block. Each accuracy is the mean over seeds (model initialisation, batch order)
+of the final test accuracy, with the spread (max - min)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedops.config import Config, load_config
+from fedops.paths import Paths
+from fedops_benchmarks.readme import replace_block
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- crowdfl-table:begin -->", "<!-- crowdfl-table:end -->"
+BAD_CLIENT = 2
+RATE = 0.5
+SEEDS = (0, 1, 2, 3, 4)
+CROWDFL = {"clean": 0.65, "bad client, keep": 0.58}
+
+
+def _config(seed: int, *, missing: bool, policy: str = "keep") -> Config:
+    overrides: dict[str, Any] = {"seed": seed, "baseline.enabled": False, "execution.max_workers": 1,
+                                 "quality.bad_data": policy}
+    if missing:
+        overrides["simulation.missing_values"] = {"clients": [BAD_CLIENT], "rate": RATE}
+    return load_config(ROOT / "configs" / "pima.yaml", overrides)
+
+
+def _accuracy(cfg: Config, workdir: Path, *, drop_bad: bool = False) -> tuple[float, dict[str, Any]]:
+
+    from fedops.simulation import simulate
+    from flows.training import build_runtime
+
+    runtime, bundle, manifest = build_runtime(cfg, Paths.at(workdir))
+    if drop_bad:  # the good owners alone: a runtime without the bad owner's partition
+        from fedops.client.runtime import ClientRuntime
+
+        keep = [c for c in range(runtime.num_clients) if c != BAD_CLIENT]
+        assert keep == list(range(len(keep))), "the bad client must be the last one"
+        small = cfg.model_copy(update={"partition": cfg.partition.model_copy(update={"num_clients": len(keep)})})
+        runtime = ClientRuntime(
+            config=small, x_train=bundle.x_train, y_train=bundle.y_train,
+            partition_indices=[runtime.partition_indices[c] for c in keep], client_meta=[],
+            input_shape=runtime.input_shape, num_classes=runtime.num_classes, devices=runtime.devices,
+        )
+    res = simulate(runtime, x_test=bundle.x_test, y_test=bundle.y_test, num_classes=bundle.num_classes,
+                   rounds=cfg.server.rounds, evaluate_last=1)
+    failures = manifest["clients"][BAD_CLIENT]
+    return res.history[-1]["test/accuracy"], {"validation": failures.get("validation"),
+                                              "failures": failures.get("validation_failures", [])}
+
+
+def main(*, workdir: Path | None = None, log=print) -> dict[str, Any]:
+    from fedops_benchmarks.w1 import prepare
+
+    workdir = workdir or ROOT / ".cache" / "bench" / "crowdfl"
+    runs = {"clean": [], "without bad client": [], "bad client, keep": [], "bad client, exclude": [],
+            "bad client, downweight": []}
+    info: dict[str, Any] = {}
+    for seed in SEEDS:
+        clean, bad = workdir / f"clean-{seed}", workdir / f"missing-{seed}"
+        prepare(_config(seed, missing=False), clean)
+        prepare(_config(seed, missing=True), bad)
+        runs["clean"].append(_accuracy(_config(seed, missing=False), clean)[0])
+        runs["without bad client"].append(_accuracy(_config(seed, missing=False), clean, drop_bad=True)[0])
+        for policy in ("keep", "exclude", "downweight"):
+            acc, info = _accuracy(_config(seed, missing=True, policy=policy), bad)
+            runs[f"bad client, {policy}"].append(acc)
+        log(f"  seed {seed}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in runs.items()))
+    rows = {k: {"mean": sum(v) / len(v), "spread": max(v) - min(v), "runs": v} for k, v in runs.items()}
+    result = {"rows": rows, "bad_client_validation": info, "rate": RATE, "seeds": list(SEEDS)}
+    write_readme(result)
+    return result
+
+
+def write_readme(result: dict[str, Any], readme: Path = ROOT / "README.md") -> None:
+    rows = result["rows"]
+    ref = rows["without bad client"]["mean"]
+    lines = ["", "| run | test accuracy (mean of seeds) | spread | vs without bad client | CrowdFL |",
+             "| --- | --- | --- | --- | --- |"]
+    for label, r in rows.items():
+        crowdfl = CROWDFL.get(label)
+        lines.append(f"| {label} | {r['mean']:.4f} | {r['spread']:.4f} | {100 * (r['mean'] - ref):+.2f} pts | "
+                     f"{'' if crowdfl is None else f'{crowdfl:.2f}'} |")
+    failures = ", ".join(result["bad_client_validation"].get("failures", [])) or "none"
+    lines += ["", f"Client {BAD_CLIENT} has {result['rate']:.0%} of its feature cells missing; its own Great "
+              f"Expectations suite failed on: {failures}. Seeds {result['seeds']}.", ""]
+    replace_block(readme, begin=BEGIN, end=END, lines=lines)
