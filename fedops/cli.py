@@ -290,6 +290,24 @@ def bench_crowdfl() -> None:
             out.print(f"{label:24s} accuracy {row['mean']:.4f} (spread {row['spread']:.4f})")
 
 
+@bench_app.command("attacks")
+def bench_attacks(
+    rounds: Optional[int] = typer.Option(None, help="Rounds per run (default: configs/attacks.yaml)."),
+    processes: int = typer.Option(2, min=1, help="Worker processes (one CPU thread each)."),
+) -> None:
+    """Accuracy under attacks x malicious fraction x robust rule (3 seeds) and the backdoor rows,
+    rewriting the README table."""
+    with _user_errors():
+        from fedops_benchmarks.attack_table import main
+
+        r = main(rounds=rounds, processes=processes, log=console.print)
+        out.print(f"clean FedAvg {r['clean']:.4f}")
+        for attack, c in r["checks_at_20pct"].items():
+            out.print(f"20% {attack:10s}: best {c['best_rule']} {c['best']:.4f} ({c['gap_pts']:+.2f} pts), "
+                      f"FedAvg {c['fedavg']:.4f}")
+        out.print(f"{r['seconds'] / 60:.1f} min")
+
+
 @bench_app.command("codecs")
 def bench_codecs() -> None:
     """Encode + decode time of 1.2M floats per codec, as a ratio to a plain tensor copy."""
