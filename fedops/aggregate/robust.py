@@ -455,7 +455,12 @@ class FLTrust(_RobustAggregator):
 
     The server computes a root update ``g0`` on a small clean root dataset each round (its own
     local training, with the clients' hyperparameters, from the global model) and passes it as
-    ``reference``; ``root_size`` is that data set's size (the paper's default is 100 examples).  ``trust_i = ReLU(cos(u_i, g0))`` (0 for a zero update), each ``u_i`` is
+    ``reference``; ``root_size`` is that data set's size (the paper's default is 100 examples) and
+    ``root_epochs`` the passes the server makes over it (``None``: the clients' ``epochs``). The
+    paper gives the server the same number of local SGD iterations as a client; every client update
+    is rescaled to the root update's norm, so a root update from far fewer steps than the clients
+    take shrinks every round's step. With 100 examples and clients holding ~1,000, about ten
+    epochs match a client's one.  ``trust_i = ReLU(cos(u_i, g0))`` (0 for a zero update), each ``u_i`` is
     rescaled to norm ``||g0||``, and the result is ``sum_i trust_i u_i' / sum_i trust_i``; if every
     trust is 0 the result is zeros.  Client weights are validated and ignored (as in the paper).
     Byzantine assumption: the root dataset (hence ``g0``) is clean; no bound on ``f``.
@@ -465,6 +470,7 @@ class FLTrust(_RobustAggregator):
     name: Literal["fltrust"] = "fltrust"
     needs_reference: bool = True
     root_size: int = Field(100, ge=1)
+    root_epochs: int | None = Field(None, ge=1)
 
     def aggregate(self, updates, *, weights, reference: torch.Tensor | None = None):
         check_stack(updates, weights)

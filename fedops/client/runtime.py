@@ -242,7 +242,8 @@ class ClientRuntime:
 
     def root_update(self, *, round_idx: int, global_params: torch.Tensor) -> torch.Tensor:
         """The server's own update this round: local training on the clean root set from the
-        global model, with the clients' hyperparameters (FLTrust's ``g0``), on the first device."""
+        global model, with the clients' hyperparameters and the rule's ``root_epochs`` (FLTrust's
+        ``g0``), on the first device."""
         if self.root_indices is None:
             raise ValueError(f"server.aggregator = {self.config.server.aggregator.name!r} has no root data set")
         self.use_worker_threads()
@@ -254,7 +255,8 @@ class ClientRuntime:
             torch.manual_seed(derive_seed(self.config.seed, STREAM_ROOT, round_idx, 1))
             update = local_train(
                 self.thread_model(device), client_id=-1, layout=self.layout, global_params=global_params.to(device),
-                x=data.x, y=data.y, indices=indices, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                x=data.x, y=data.y, indices=indices, epochs=self.config.server.aggregator.root_epochs or spec.epochs,
+                batch_size=spec.batch_size, lr=spec.lr,
                 momentum=spec.momentum, weight_decay=spec.weight_decay, prox_mu=spec.prox_mu,
                 generator=torch_generator(self.config.seed, STREAM_ROOT, round_idx, device=device),
             )
