@@ -38,15 +38,16 @@ ATTACKS: list[tuple[str, Any]] = [
     ("ALIE", "alie"),
     ("IPM", {"name": "ipm", "epsilon": 0.5}),
 ]
-BACKDOOR_FRACTION = 0.2
+BACKDOOR_FRACTIONS = (0.06, 0.2)
+"""3 of 50 clients (about one attacker per round, the regime of Sun et al. 2019), and 10 of 50."""
 BACKDOOR = {"name": "backdoor", "target_label": 0}
-NORM_BOUND = 0.5
-"""Norm bound tau for the backdoor rows: about the median honest update norm in this setting."""
 BACKDOOR_RULES: list[tuple[str, Any]] = [
     ("FedAvg", "fedavg"),
-    (f"norm bound (tau {NORM_BOUND})", {"name": "norm_bounded", "max_norm": NORM_BOUND}),
+    ("norm bound (tau 0.3)", {"name": "norm_bounded", "max_norm": 0.3}),
+    ("norm bound (tau 0.5)", {"name": "norm_bounded", "max_norm": 0.5}),
     ("FLTrust", {"name": "fltrust", "root_size": 100}),
 ]
+"""Honest update norms here have a median of about 0.45 after the first rounds (0.43-0.5)."""
 
 
 def _workdir(base: Path, seed: int) -> Path:
@@ -78,6 +79,12 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     out["accuracy"] = sum(h["test/accuracy"] for h in tail) / len(tail)
     if "test/backdoor_accuracy" in tail[-1]:
         out["backdoor_accuracy"] = sum(h["test/backdoor_accuracy"] for h in tail) / len(tail)
+    elif job["table"] == "backdoor":  # no attack: the trigger's base rate on the final model
+        from fedops.attacks import backdoor_accuracy
+
+        model = runtime.new_model(seed=0)
+        runtime.layout.load_into(model, res.params)
+        out["backdoor_accuracy"] = backdoor_accuracy(model, bundle.x_test, bundle.y_test, attack=BACKDOOR)
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -95,7 +102,7 @@ def jobs(workdir: Path, *, rounds: int | None = None) -> list[dict[str, Any]]:
                                 "fraction": fraction, "rule_label": rlabel, "rule": rule, "workdir": w,
                                 "rounds": rounds})
         for rlabel, rule in BACKDOOR_RULES:
-            for fraction in (0.0, BACKDOOR_FRACTION):
+            for fraction in (0.0, *BACKDOOR_FRACTIONS):
                 out.append({"table": "backdoor", "seed": seed, "attack_label": "backdoor",
                             "attack": BACKDOOR if fraction else "none", "fraction": fraction,
                             "rule_label": rlabel, "rule": rule, "workdir": w, "rounds": rounds})
@@ -175,16 +182,21 @@ def write_readme(summary: dict[str, Any], readme: Path = ROOT / "README.md") -> 
     for alabel, c in summary["checks_at_20pct"].items():
         lines.append(f"- {alabel}: {c['best_rule']} {c['best']:.4f} ({c['gap_pts']:+.2f} points below clean; "
                      f"FedAvg {c['fedavg']:.4f})")
-    lines += ["", f"Scaled model-replacement backdoor (boost n/f, trigger 3×3 bottom-right, target class 0), "
-              f"{BACKDOOR_FRACTION:.0%} malicious:", "",
-              "| rule | clean accuracy, no attack | accuracy under backdoor | backdoor accuracy |",
-              "| --- | --- | --- | --- |"]
+    head = ["rule", "no attack: accuracy (backdoor base rate)"]
+    for f in BACKDOOR_FRACTIONS:
+        head += [f"{f:.0%} malicious: accuracy", f"{f:.0%}: backdoor accuracy"]
+    lines += ["", "Scaled model-replacement backdoor (Bagdasaryan et al.: half of each attacker's examples "
+              "carry a 3×3 bottom-right trigger relabelled to class 0, update boosted by n/f). Backdoor accuracy "
+              "is the share of triggered test images of other classes classified as class 0:", "",
+              "| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for rlabel, _ in BACKDOOR_RULES:
         clean = summary["backdoor"][f"{rlabel}|0.0"]
-        hit = summary["backdoor"][f"{rlabel}|{BACKDOOR_FRACTION}"]
-        lines.append(f"| {rlabel} | {clean['accuracy']['mean']:.4f} | {hit['accuracy']['mean']:.4f} ± "
-                     f"{hit['accuracy']['spread']:.4f} | {hit['backdoor_accuracy']['mean']:.4f} ± "
-                     f"{hit['backdoor_accuracy']['spread']:.4f} |")
+        cols = [rlabel, f"{clean['accuracy']['mean']:.4f} ({clean['backdoor_accuracy']['mean']:.3f})"]
+        for f in BACKDOOR_FRACTIONS:
+            hit = summary["backdoor"][f"{rlabel}|{f}"]
+            cols += [f"{hit['accuracy']['mean']:.4f} ± {hit['accuracy']['spread']:.4f}",
+                     f"{hit['backdoor_accuracy']['mean']:.4f} ± {hit['backdoor_accuracy']['spread']:.4f}"]
+        lines.append("| " + " | ".join(cols) + " |")
     lines += ["", f"{sum(v['n'] for v in cells.values()) + sum(v['accuracy']['n'] for v in summary['backdoor'].values())} "
               f"runs in {summary['seconds'] / 60:.1f} min on {summary['processes']} CPU processes "
               "(one thread each).", ""]
