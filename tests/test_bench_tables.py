@@ -48,10 +48,11 @@ def test_crowdfl_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("x\n")
     rows = {k: {"mean": m, "spread": 0.01, "runs": [m]} for k, m in [
-        ("clean", 0.78), ("without bad client", 0.77), ("bad client, keep", 0.70), ("bad client, exclude", 0.77),
-        ("bad client, downweight", 0.76)]}
-    crowdfl.write_readme({"rows": rows, "bad_client_validation": {"failures": ["expect_x[glucose]"]}, "rate": 0.5,
+        ("clean", 0.78), ("without bad client", 0.77), ("bad client (50% missing), keep", 0.70),
+        ("bad client (50% missing), exclude", 0.77)]}
+    crowdfl.write_readme({"rows": rows, "bad_client_validation": {"failures": ["expect_x[glucose]"]},
                           "seeds": [0]}, readme)
     text = readme.read_text()
-    assert "| bad client, keep | 0.7000 | 0.0100 | -7.00 pts | 0.58 |" in text
-    assert "| bad client, exclude | 0.7700 | 0.0100 | +0.00 pts |  |" in text and "expect_x[glucose]" in text
+    assert "| bad client (50% missing), keep | 0.7000 | 0.0100 | -7.00 pts |" in text
+    assert "| bad client (50% missing), exclude | 0.7700 | 0.0100 | +0.00 pts |" in text
+    assert "expect_x[glucose]" in text
