@@ -217,28 +217,24 @@ class ClientRuntime:
                 generator=torch_generator(self.config.seed, STREAM_ATTACK, round_idx, client_id, device=device),
             )
             indices = torch.arange(x.shape[0], device=device)
-        # Modules with their own randomness (dropout) draw from the global generator: seed it
-        # for this client so the round replays (exact when clients run one at a time).
+        return self._local_sgd(device, x=x, y=y, indices=indices, client_id=client_id, global_params=global_params,
+                               epochs=spec.epochs, generator=gen, transform=transform,
+                               torch_seed=derive_seed(self.config.seed, STREAM_CLIENT, round_idx, client_id, 1))
+
+    def _local_sgd(self, device, *, x, y, indices, client_id: int, global_params: torch.Tensor, epochs: int,
+                   generator: torch.Generator, torch_seed: int, transform=None) -> ClientUpdate:
+        """:func:`local_train` with the client section's hyperparameters on this thread's model.
+        Modules with their own randomness (dropout) draw from the global generator: it is seeded
+        with ``torch_seed`` so the round replays (exact when clients run one at a time)."""
+        spec = self.config.client
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(derive_seed(self.config.seed, STREAM_CLIENT, round_idx, client_id, 1))
-            update = local_train(
-                self.thread_model(device),
-                client_id=client_id,
-                layout=self.layout,
-                global_params=global_params.to(device),
-                x=x,
-                y=y,
-                indices=indices,
-                epochs=spec.epochs,
-                batch_size=spec.batch_size,
-                lr=spec.lr,
-                momentum=spec.momentum,
-                weight_decay=spec.weight_decay,
-                prox_mu=spec.prox_mu,
-                generator=gen,
-                feature_transform=transform,
+            torch.manual_seed(torch_seed)
+            return local_train(
+                self.thread_model(device), client_id=client_id, layout=self.layout,
+                global_params=global_params.to(device), x=x, y=y, indices=indices, epochs=epochs,
+                batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
+                prox_mu=spec.prox_mu, generator=generator, feature_transform=transform,
             )
-        return update
 
     def root_update(self, *, round_idx: int, global_params: torch.Tensor) -> torch.Tensor:
         """The server's own update this round: local training on the clean root set from the
@@ -249,17 +245,13 @@ class ClientRuntime:
         self.use_worker_threads()
         device = self.devices[0]
         data = self._data(device)
-        spec = self.config.client
-        indices = torch.as_tensor(self.root_indices, dtype=torch.long, device=device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(derive_seed(self.config.seed, STREAM_ROOT, round_idx, 1))
-            update = local_train(
-                self.thread_model(device), client_id=-1, layout=self.layout, global_params=global_params.to(device),
-                x=data.x, y=data.y, indices=indices, epochs=self.config.server.aggregator.root_epochs or spec.epochs,
-                batch_size=spec.batch_size, lr=spec.lr,
-                momentum=spec.momentum, weight_decay=spec.weight_decay, prox_mu=spec.prox_mu,
-                generator=torch_generator(self.config.seed, STREAM_ROOT, round_idx, device=device),
-            )
+        update = self._local_sgd(
+            device, x=data.x, y=data.y, indices=torch.as_tensor(self.root_indices, dtype=torch.long, device=device),
+            client_id=-1, global_params=global_params,
+            epochs=self.config.server.aggregator.root_epochs or self.config.client.epochs,
+            generator=torch_generator(self.config.seed, STREAM_ROOT, round_idx, device=device),
+            torch_seed=derive_seed(self.config.seed, STREAM_ROOT, round_idx, 1),
+        )
         return update.delta.detach().to("cpu", torch.float32)
 
     def _train_dp_sgd(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, device, data) -> ClientUpdate:
