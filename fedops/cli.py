@@ -275,7 +275,8 @@ def bench_compression(rounds: Optional[int] = typer.Option(None, help="Rounds pe
         from fedops_benchmarks.compression_table import main
 
         for r in main(rounds=rounds, log=console.print):
-            out.print(f"{r['label']:28s} accuracy {r['accuracy']:.4f}  up {r['up_mb']:8.2f} MB  down {r['down_mb']:8.2f} MB")
+            out.print(f"{r['model']:9s} seed {r['seed']}  {r['label']:28s} accuracy {r['accuracy']:.4f}  "
+                      f"up {r['up_mb']:8.2f} MB  down {r['down_mb']:8.2f} MB")
 
 
 @bench_app.command("crowdfl")

@@ -375,12 +375,15 @@ class Config(Section):
                 "secagg.enabled hides individual updates, so the per-client checks quality.norm_multiple and "
                 "quality.anomaly_scores cannot run; unset them"
             )
-        if not self.transport.codec.secagg_compatible:
+        codec = self.transport.codec
+        if not codec.secagg_compatible:
             from fedops.compress import CODECS
 
             ok = [k for k in CODECS.keys() if CODECS.get(k).secagg_compatible]
+            settings = ", ".join(f"{k} = {v!r}" for k, v in codec.model_dump(exclude_defaults=True).items() if k != "name")
             raise ValueError(
-                f"transport.codec = {self.transport.codec.name!r} cannot run with secagg.enabled: its payloads are "
+                f"transport.codec = {codec.name!r}{f' ({settings})' if settings else ''} cannot run with "
+                "secagg.enabled: its payloads are "
                 "not one linear map shared by every client, so they cannot be summed under masks; use one of "
                 f"{', '.join(ok)} (secure aggregation quantises to fixed point with a shared scale itself)"
             )

@@ -56,3 +56,31 @@ def test_crowdfl_block(tmp_path):
     assert "| bad client (50% missing), keep | 0.7000 | 0.0100 | -7.00 pts |" in text
     assert "| bad client (50% missing), exclude | 0.7700 | 0.0100 | +0.00 pts |" in text
     assert "expect_x[glucose]" in text
+
+
+def test_compression_summary_compares_each_seed_with_its_own_float32_run(tmp_path):
+    from fedops_benchmarks import compression_table as ct
+
+    def row(model, label, name, seed, acc, up):
+        return {"model": model, "label": label, "codec": {"name": name}, "seed": seed, "rounds": 40,
+                "num_params": 10, "accuracy": acc, "up_mb": up, "down_mb": 8.0}
+
+    rows = [row("small_cnn", "none (float32)", "none", 0, 0.80, 8.0), row("small_cnn", "RPN", "rpn", 0, 0.77, 7.9)]
+    for seed, base in zip((0, 1, 2), (0.80, 0.84, 0.82)):
+        rows += [row("mnist_cnn", "none (float32)", "none", seed, base, 8.0),
+                 row("mnist_cnn", "RPN", "rpn", seed, base - 0.02 + 0.01 * seed, 4.0)]
+    s = ct.summarise(rows)
+    small, paper = s["small_cnn"], s["mnist_cnn"]
+    assert small[1]["vs_none"] == pytest.approx(-3.0) and small[1]["seeds"] == 1
+    rpn = paper[1]
+    assert rpn["seeds"] == 3 and rpn["accuracy"] == pytest.approx((0.78 + 0.83 + 0.82) / 3)
+    # per seed: -2, -1, 0 points, although the seeds' float32 runs differ by 4 points
+    assert rpn["vs_none"] == pytest.approx(-1.0) and (rpn["vs_none_min"], rpn["vs_none_max"]) == pytest.approx((-2.0, 0.0))
+    assert rpn["up_ratio"] == pytest.approx(2.0) and rpn["spread"] == pytest.approx(0.05)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{ct.BEGIN}\nold\n{ct.END}\nb\n")
+    ct.write_readme(s, minutes=1.5, readme=readme)
+    text = readme.read_text()
+    assert "| RPN | 0.7700 | -3.00 pts | 7.90 | 1.01x | 8.00 |" in text
+    assert "| RPN | 0.8100 ± 0.0500 | -1.00 pts [-2.00, +0.00] | 4.00 | 2.00x | 8.00 |" in text
+    assert "mean ± spread over 3 seeds" in text and "1.5 min on 2 CPU processes" in text and "old" not in text

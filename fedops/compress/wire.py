@@ -46,7 +46,9 @@ TAG_QSGD = 2
 TAG_TOPK = 3
 TAG_RANDK = 4
 TAG_RPN = 5
-TAG_NAMES = {TAG_FP16: "fp16", TAG_QSGD: "qsgd", TAG_TOPK: "topk", TAG_RANDK: "randk", TAG_RPN: "rpn"}
+TAG_RPN_FILTERS = 6
+TAG_NAMES = {TAG_FP16: "fp16", TAG_QSGD: "qsgd", TAG_TOPK: "topk", TAG_RANDK: "randk", TAG_RPN: "rpn",
+             TAG_RPN_FILTERS: "rpn with unpooled filters"}
 
 #: first key of the codecs' random streams (fedops.rng uses 1..7)
 STREAM_CODEC_BASE = 100

@@ -1,9 +1,12 @@
 """RPN: spatial mean-pooling of convolution kernels, broadcast back on the other side."""
 
+import math
+
 import pytest
 import torch
 
 from fedops.compress import CODECS
+from fedops.compress.base import CodecContext
 from fedops.compress.rpn import lift, pool, pooled_size
 from fedops.models import MODELS
 from fedops.types import ParamLayout, TensorSlot
@@ -122,3 +125,123 @@ def test_lemma2_clients_recover_the_global_model(ctx_for):
         assert torch.allclose(recovered, server, atol=1e-7, rtol=0)
     # and the pooled coordinates of the recovered model follow the broadcast exactly
     assert not torch.equal(server, m0)
+
+
+# --- per-filter selection: unpooled_filters ---------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fedops.compress.rpn import conv_filters, filters_size, pooling_loss, select_filters, unpooled_counts  # noqa: E402
+
+SELECT = _layout((2, 1, 2, 2), (2,), (4, 2, 3))
+
+
+def test_unpooled_filters_by_hand(ctx_for):
+    """Half of each convolution's filters go whole: those whose residual pooling changes most."""
+    x = torch.tensor([
+        1.0, 1.0, 1.0, 1.0,  0.0, 2.0, 0.0, 2.0,  # t0: filter 0 constant (loss 0), filter 1 loss 4
+        5.0, 6.0,  # bias
+        0, 0, 0, 1, 1, 1,  # t2 filter 0: loss 0
+        0, 3, 0, 0, 0, 0,  # filter 1: loss 6
+        1, 2, 3, 0, 0, 0,  # filter 2: loss 2
+        0, 0, 6, 3, 0, 0,  # filter 3: loss 24 + 6 = 30
+    ])
+    assert conv_filters(SELECT) == 6 and unpooled_counts(SELECT, 0.5) == (1, 2)
+    assert pooling_loss(x, SELECT).tolist() == [0.0, 4.0, 0.0, 6.0, 2.0, 30.0]
+    mask = select_filters(x, SELECT, fraction=0.5)
+    assert mask.tolist() == [False, True, False, True, False, True]
+    assert filters_size(SELECT, mask) == 23  # 1 mean + 4 | 2 | 2 + 2 means + 2 x 6 values
+    codec = CODECS.build({"name": "rpn", "unpooled_filters": 0.5})
+    payload, state = codec.encode(x, ctx=ctx_for(SELECT))
+    assert state is None
+    assert len(payload) == 16 + 1 + 4 * 23  # header, one bitmap byte for 6 filters, the values
+    out = codec.decode(payload, ctx=ctx_for(SELECT))
+    expected = x.clone()
+    expected[22:28] = torch.tensor([2.0, 2.0, 2.0, 0.0, 0.0, 0.0])  # filter 2 of t2 pooled
+    assert torch.equal(out, expected)  # the others were constant already or went whole
+
+
+def _reference_mask(x, layout, fraction):
+    """A filter-by-filter loop over the tensors: the m largest pooling losses, ties to the lower index."""
+    mask = []
+    for slot in layout.slots:
+        if len(slot.shape) < 3 or math.prod(slot.shape[2:]) <= 1:
+            continue
+        w = x[slot.offset: slot.offset + slot.numel].double().reshape(slot.shape[0], slot.shape[1], -1)
+        losses = [float(((f - f.mean(dim=1, keepdim=True)) ** 2).sum()) for f in w]
+        m = min(len(losses), max(1, round(fraction * len(losses))))
+        keep = set(sorted(range(len(losses)), key=lambda i: (-losses[i], i))[:m])
+        mask += [i in keep for i in range(len(losses))]
+    return mask
+
+
+@settings(max_examples=40, deadline=None)
+@given(fraction=st.floats(0.01, 1.0), seed=st.integers(0, 2**31 - 1), ties=st.booleans())
+def test_unpooled_filters_match_a_filter_by_filter_reference(fraction, seed, ties):
+    layout = _layout((8, 3, 3, 3), (8,), (5, 8, 2, 2), (10, 7), (3, 2, 5), (4, 4, 1, 1))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(layout.size, generator=g)
+    if ties:  # integer residuals: equal pooling losses are common
+        x = torch.randint(-2, 3, (layout.size,), generator=g).float()
+    mask = select_filters(x, layout, fraction=fraction)
+    assert mask.tolist() == _reference_mask(x, layout, fraction)
+    ctx = CodecContext(round_idx=1, client_id=0, seed=0, layout=layout)
+    codec = CODECS.build({"name": "rpn", "unpooled_filters": fraction})
+    payload, _ = codec.encode(x, ctx=ctx)
+    assert len(payload) == 16 + (conv_filters(layout) + 7) // 8 + 4 * filters_size(layout, mask)
+    out = codec.decode(payload, ctx=ctx)
+    # whole filters and other tensors arrive exactly; pooled filters as their kernels' means
+    pooled = lift(pool(x, layout), layout)
+    start = 0
+    exact = torch.ones(layout.size, dtype=torch.bool)
+    for slot in layout.slots[:5:2]:  # the three pooled convolution tensors
+        per_filter = slot.numel // slot.shape[0]
+        for f in range(slot.shape[0]):
+            if not mask[start + f]:
+                exact[slot.offset + f * per_filter: slot.offset + (f + 1) * per_filter] = False
+        start += slot.shape[0]
+    assert torch.equal(out[exact], x[exact])
+    assert torch.equal(out[~exact], pooled[~exact])
+
+
+def test_all_filters_unpooled_is_lossless(ctx_for):
+    x = torch.randn(MIXED.size)
+    codec = CODECS.build({"name": "rpn", "unpooled_filters": 1.0})
+    assert torch.equal(codec.decode(codec.encode(x, ctx=ctx_for(MIXED))[0], ctx=ctx_for(MIXED)), x)
+
+
+def test_mnist_cnn_with_a_quarter_of_the_filters_whole(ctx_for):
+    model = MODELS.build({"name": "mnist_cnn"}).build(input_shape=(1, 28, 28), num_classes=10, seed=0)
+    layout = ParamLayout.from_module(model)
+    assert unpooled_counts(layout, 0.25) == (8, 16)
+    payload, _ = CODECS.build({"name": "rpn", "unpooled_filters": 0.25}).encode(
+        torch.randn(layout.size), ctx=ctx_for(layout))
+    # 8 conv1 filters of 1 kernel and 16 conv2 filters of 32 kernels add 8 values per kernel
+    assert len(payload) == 16 + 96 // 8 + 4 * (1_183_242 + 8 * (8 * 1 + 16 * 32))
+
+
+def test_unpooled_filters_refusals(ctx_for):
+    codec = CODECS.build({"name": "rpn", "unpooled_filters": 0.5})
+    ctx = ctx_for(SELECT)
+    assert not codec.secagg_compatible and CODECS.build("rpn").secagg_compatible
+    with pytest.raises(NotImplementedError, match="each client picks its own filters"):
+        codec.project(torch.zeros(SELECT.size), ctx=ctx)
+    assert codec.encode_download(torch.zeros(SELECT.size), ctx=ctx) is None  # the model goes as float32
+    plain, _ = CODECS.build("rpn").encode(torch.zeros(SELECT.size), ctx=ctx)
+    with pytest.raises(ValueError, match=r"codec tag 5 \(rpn\), expected 6 \(rpn with unpooled filters\)"):
+        codec.decode(plain, ctx=ctx)
+    payload, _ = codec.encode(torch.arange(float(SELECT.size)), ctx=ctx)
+    bitmap = payload[16]
+    assert bitmap & 0b11 == 0b01  # equal losses in t0 (arange): the lower filter goes whole
+    with pytest.raises(ValueError, match="declares 3 whole filters, its bitmap has 4"):
+        codec.decode(payload[:16] + bytes([bitmap | 0b10]) + payload[17:], ctx=ctx)
+    t2_bit = next(b for b in range(2, 6) if bitmap >> b & 1)
+    with pytest.raises(ValueError, match="sends 2 whole filters of convolution tensor 0, expected 1"):
+        codec.decode(payload[:16] + bytes([(bitmap | 0b10) & ~(1 << t2_bit)]) + payload[17:], ctx=ctx)
+    with pytest.raises(ValueError, match="beyond the layout's 6 filters"):
+        codec.decode(payload[:16] + bytes([payload[16] | 0b1000000]) + payload[17:], ctx=ctx)
+    bad = torch.zeros(SELECT.size)
+    bad[0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        codec.encode(bad, ctx=ctx)

@@ -43,6 +43,16 @@ def test_rpn_on_the_mnist_cnn_sends_exactly_1183242_floats():
     assert rows[0]["bytes_up"] == rows[1]["bytes_down"] == per_update
 
 
+def test_rpn_with_unpooled_filters_counts_its_payload_and_a_float32_download():
+    rt = _runtime({"name": "rpn", "unpooled_filters": 0.25}, model={"name": "mnist_cnn"}, image=28)
+    g = torch.Generator().manual_seed(1)
+    server, msgs, out = _round(rt, 1, [torch.randn(rt.layout.size, generator=g) * 1e-3 for _ in range(2)])
+    per_update = 16 + 12 + 4 * (1_183_242 + 8 * (8 + 16 * 32))  # header, 96-filter bitmap, values
+    assert [m.nbytes for m in msgs] == [per_update, per_update] == [len(m.payload) for m in msgs]
+    assert out.metrics["comm/bytes_up"] == 2 * per_update
+    assert out.metrics["comm/bytes_down"] == 2 * server.broadcast_bytes() == 2 * 4 * 1_199_882
+
+
 def test_error_feedback_state_lives_on_the_client_across_rounds():
     rt = _runtime({"name": "topk", "k": 1, "error_feedback": True, "value_bits": 32})
     d = rt.layout.size
