@@ -62,6 +62,28 @@ def test_rpn_compresses_the_download_too(prepared):
     assert metric("comm/bytes_down")[0] == (12 + 4 * m) * len(table(1))
 
 
+def test_rpn_with_unpooled_filters_through_the_flow(prepared):
+    import numpy as np
+
+    from fedops.compress.rpn import conv_filters, filters_size, unpooled_counts
+    from fedops.types import ParamLayout
+
+    summary, metric, table = _run(prepared, **{"transport.codec": {"name": "rpn", "unpooled_filters": 0.5}})
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    layout = ParamLayout.from_module(cfg.model.build(input_shape=(1, 8, 8), num_classes=4, seed=0))
+    f = conv_filters(layout)
+    mask = np.concatenate([np.arange(n) < m for n, m in zip((s.shape[0] for s in layout.slots if len(s.shape) == 4),
+                                                            unpooled_counts(layout, 0.5))])
+    assert mask.size == f
+    per_client = 16 + (f + 7) // 8 + 4 * filters_size(layout, mask)  # the size depends on the counts only
+    d = summary["num_params"]
+    for r, up in enumerate(metric("comm/bytes_up"), start=1):
+        rows = [row for row in table(r) if row["status"] == "ok"]
+        assert rows and up == sum(row["bytes_up"] for row in rows) == per_client * len(rows)
+    assert per_client < 4 * d
+    assert {row["bytes_down"] for row in table(1)} == {4 * d}  # the model travels as float32
+
+
 def test_randk_under_secure_aggregation_with_dp(prepared):
     summary, metric, table = _run(prepared, **{
         "transport.codec": {"name": "randk", "fraction": 0.5}, "server.fraction": 1.0, "server.selector": "poisson",
