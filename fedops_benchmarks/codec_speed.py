@@ -34,6 +34,7 @@ CONFIGS: list[dict[str, Any]] = [
     {"name": "topk", "fraction": 0.01},
     {"name": "randk", "fraction": 0.1},
     {"name": "rpn"},
+    {"name": "rpn", "unpooled_filters": 0.25},
 ]
 
 
