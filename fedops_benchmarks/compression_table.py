@@ -51,7 +51,7 @@ def _workdir(base: Path, seed: int) -> Path:
     return base / f"seed-{seed}"
 
 
-def run_one(job: dict[str, Any], log=None) -> dict[str, Any]:
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """One run; ``job`` holds label, model, codec, seed, rounds and the work directory."""
     import torch
 
