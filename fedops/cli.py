@@ -28,6 +28,8 @@ out = Console()
 
 DEFAULT_CONFIG = Path("params.yaml")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: --set server.rounds=3 (YAML value).")
+FreshOpt = typer.Option(False, "--fresh", help="Start training over instead of resuming an interrupted run of "
+                        "the same config in this work directory.")
 
 
 def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
@@ -83,15 +85,13 @@ def _round_progress(enabled: bool = True) -> Iterator[None]:
 
     def on(event: str, data: dict[str, Any]) -> None:
         if event == "start":
-            state["task"] = bar.add_task("rounds", total=data["rounds"], status="")
+            done = data.get("resumed_from") or 0
+            if done:
+                console.print(f"[cyan]resuming after round {done}[/cyan] (an interrupted run of this config; "
+                              "--fresh starts over)")
+            state["task"] = bar.add_task("rounds", total=data["rounds"], completed=done, status="")
         elif event == "round" and "task" in state:
-            m = data["metrics"]
-            acc = m.get("test/accuracy")
-            status = f"acc {acc:.4f}" if acc is not None else ""
-            status += f"  loss {m['train/loss']:.4f}  clients {int(m['clients/aggregated'])}/{int(m['clients/selected'])}"
-            if "privacy/epsilon" in m:
-                status += f"  eps {m['privacy/epsilon']:.3f}"
-            bar.update(state["task"], completed=data["round"], status=status)
+            bar.update(state["task"], completed=data["round"], status=_round_status(data["metrics"]))
         elif event == "stopped":
             console.print(f"[yellow]stopped before round {data['round']}:[/yellow] {data['reason']}")
 
@@ -103,13 +103,31 @@ def _round_progress(enabled: bool = True) -> Iterator[None]:
             unsubscribe()
 
 
+def _round_status(m: dict[str, Any]) -> str:
+    """One line per round from the released metrics (a number the release policy withheld is absent)."""
+    parts = []
+    if m.get("test/accuracy") is not None:
+        parts.append(f"acc {m['test/accuracy']:.4f}")
+    if m.get("train/loss") is not None:
+        parts.append(f"loss {m['train/loss']:.4f}")
+    if "clients/aggregated" in m and "clients/selected" in m:
+        parts.append(f"clients {int(m['clients/aggregated'])}/{int(m['clients/selected'])}")
+    if "privacy/epsilon" in m:
+        parts.append(f"eps {m['privacy/epsilon']:.3f}")
+    return "  ".join(parts)
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(DEFAULT_CONFIG, help="Config YAML (default: params.yaml)."),
     workdir: Path = typer.Option(Path("."), help="Where data/, reports/, models/ and mlflow/ live."),
     sets: Optional[list[str]] = SetOpt,
+    fresh: bool = FreshOpt,
 ) -> None:
-    """Run the whole pipeline: prepare, validate, partition, train, evaluate, baseline."""
+    """Run the whole pipeline: prepare, validate, partition, train, evaluate, baseline.
+
+    An interrupted training run of the same config in the same work directory resumes from its
+    last complete round (``--fresh`` starts over)."""
     with _user_errors():
         cfg = _load(config, sets)
         from flows.pipeline import STAGES, run_stage
@@ -118,7 +136,7 @@ def run(
         for stage in STAGES:
             console.print(f"[bold cyan]stage[/bold cyan] {stage}")
             with _round_progress(stage == "train"):
-                results[stage] = run_stage(stage, cfg, str(workdir))
+                results[stage] = run_stage(stage, cfg, str(workdir), fresh=fresh)
         _print_summary(results)
 
 
@@ -128,14 +146,15 @@ def stage(
     params: Path = typer.Option(DEFAULT_CONFIG, "--params", help="Config YAML (DVC uses params.yaml)."),
     workdir: Path = typer.Option(Path(".")),
     sets: Optional[list[str]] = SetOpt,
+    fresh: bool = FreshOpt,
 ) -> None:
-    """Run one pipeline stage (what each DVC stage calls)."""
+    """Run one pipeline stage (what each DVC stage calls); train resumes an interrupted run."""
     with _user_errors():
         cfg = _load(params, sets)
         from flows.pipeline import run_stage
 
         with _round_progress(name == "train"):
-            result = run_stage(name, cfg, str(workdir))
+            result = run_stage(name, cfg, str(workdir), fresh=fresh)
         out.print_json(json.dumps(result, default=str))
 
 
@@ -362,7 +381,11 @@ def _print_summary(results: dict[str, Any]) -> None:
     if base.get("test_accuracy") is not None:
         t.add_row("centralised baseline accuracy", f"{base['test_accuracy']:.4f}")
     t.add_row("rounds", str(train.get("rounds")))
-    t.add_row("upload / download MB", f"{train.get('comm_bytes_up_total', 0) / 1e6:.1f} / {train.get('comm_bytes_down_total', 0) / 1e6:.1f}")
+    up, down = train.get("comm_bytes_up_total"), train.get("comm_bytes_down_total")
+    if up is not None and down is not None:  # withheld under client-level DP
+        t.add_row("upload / download MB", f"{up / 1e6:.1f} / {down / 1e6:.1f}")
+    if train.get("resumed_from"):
+        t.add_row("resumed after round", str(train["resumed_from"]))
     t.add_row("model params sha256", str(train.get("model_params_sha256")))
     t.add_row("registered model", f"{train.get('registered_model')} v{train.get('registered_version')}")
     t.add_row("MLflow run", f"{train.get('run_id')} ({train.get('tracking_uri')})")

@@ -199,12 +199,21 @@ class PrivacySection(Section):
     local_noise_multiplier: float = Field(1.0, ge=0)
     local_max_grad_norm: float = Field(1.0, gt=0)
     fix_model: bool = False
+    randomness: Literal["os", "seeded"] = "os"
+    """Where DP noise, the DP client sampling and local DP-SGD's seeds come from: ``os`` (the
+    operating system's CSPRNG) or ``seeded`` (research mode: derived from ``seed``, so runs repeat
+    bit for bit, and epsilon holds only against parties who do not know the seed)."""
 
     @model_validator(mode="after")
     def _check(self) -> "PrivacySection":
         from fedops.privacy import ACCOUNTANTS
 
         ACCOUNTANTS.get(self.accountant)  # unknown -> ValueError listing the known ones
+        if self.randomness == "seeded" and self.mode == "none":
+            raise ValueError(
+                "privacy.randomness = 'seeded' is the research mode of a DP run; with privacy.mode = 'none' there is "
+                "no privacy randomness to seed: remove it or set privacy.mode"
+            )
         if self.mode == "central" and self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError(
                 "privacy.mode = 'central' needs privacy.noise_multiplier or privacy.target_epsilon "
@@ -250,21 +259,39 @@ class QualitySection(Section):
     bad_data: Literal["exclude", "downweight", "keep"] = "exclude"
     bad_data_weight: float = Field(0.1, gt=0, lt=1)
 
-    def scores_on(self, secagg: bool) -> bool:
-        return (not secagg) if self.anomaly_scores is None else self.anomaly_scores
+    def scores_on(self, *, secagg: bool, central_dp: bool) -> bool:
+        """Per-client anomaly scores: on by default unless the server must not see (secure
+        aggregation) or release (central DP) per-client values."""
+        return (not (secagg or central_dp)) if self.anomaly_scores is None else self.anomaly_scores
 
 
 class ExecutionSection(Section):
     """Where clients train: ``device`` auto picks CUDA when present (clients spread over the
-    GPUs), else CPU. ``max_workers`` clients run at once (Prefect thread pool); failed clients
-    are retried. ``torch_threads`` per worker defaults to cores // max_workers: on CPU, one
-    OpenMP team per core beats several teams competing for the same cores."""
+    GPUs), else CPU. ``executor`` runs the client work: ``threads`` (Prefect tasks on a pool of
+    ``max_workers`` threads), ``dask`` (Prefect tasks on Dask through prefect-dask: a local
+    cluster of ``max_workers`` single-threaded processes, or the existing cluster whose scheduler
+    is at ``dask_address``) or ``sequential`` (one client after another in the calling thread, no
+    Prefect tasks). Failed clients are retried ``retries`` times. ``torch_threads`` per worker
+    defaults to cores // max_workers: on CPU, one OpenMP team per core beats several teams
+    competing for the same cores. The executor does not change the result: the same config and
+    seed give the same model bytes with each of them on one machine."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    executor: Literal["threads", "dask", "sequential"] = "threads"
+    dask_address: str | None = Field(None, min_length=1)
     max_workers: int = Field(2, ge=1)
     retries: int = Field(1, ge=0)
     retry_delay_s: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExecutionSection":
+        if self.dask_address is not None and self.executor != "dask":
+            raise ValueError(
+                f"execution.dask_address = {self.dask_address!r} needs execution.executor = 'dask' "
+                f"(got {self.executor!r})"
+            )
+        return self
 
     def threads_per_worker(self) -> int:
         import os
@@ -358,7 +385,20 @@ class Config(Section):
             if self.server.aggregator.name != "fedavg":
                 raise ValueError(
                     f"privacy.mode = 'central' aggregates with DP-FedAvg (clip, sum, noise); "
-                    f"server.aggregator = {self.server.aggregator.name!r} cannot be combined with it"
+                    f"server.aggregator = {self.server.aggregator.name!r} decides each client's influence from the "
+                    "other clients' updates, which breaks the sensitivity bound C: use fedavg"
+                )
+            if self.quality.norm_multiple is not None:
+                raise ValueError(
+                    f"privacy.mode = 'central' cannot run with quality.norm_multiple = {self.quality.norm_multiple:g}: "
+                    "that filter rejects an update by comparing it with the round's median norm, so one client's "
+                    "update decides whether others are rejected and the sum's sensitivity is no longer the clip "
+                    "norm C; unset quality.norm_multiple (clipping to C already bounds every update)"
+                )
+            if self.quality.anomaly_scores:
+                raise ValueError(
+                    "privacy.mode = 'central' releases nothing computed from individual updates, so "
+                    "quality.anomaly_scores (per-client norm z, cosine and Krum scores) cannot run; unset it"
                 )
         return self
 

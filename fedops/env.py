@@ -30,6 +30,7 @@ def configure_environment() -> None:
         "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(home / ".dvc" / "site"),
         "TQDM_DISABLE": "1",
+        "DASK_LOGGING__DISTRIBUTED": "warning",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

@@ -11,3 +11,8 @@ class ValidationFailed(FedopsError):
 
 class MissingInput(FedopsError):
     """A stage ran before the stage that produces its input."""
+
+
+class RoundFailed(FedopsError):
+    """A round could not produce a new global model (too few usable updates, a secure
+    aggregation abort, a rule whose assumption the round breaks); the model is unchanged."""

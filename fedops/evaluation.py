@@ -48,3 +48,38 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes:
     if x.shape[0] == 0:
         raise ValueError("cannot evaluate on an empty set")
     return summarize([evaluation_sums(model, x, y, num_classes=num_classes, batch_size=batch_size)])
+
+
+class TestSet:
+    """The server's held-out test set: CPU tensors, moved once to each device that evaluates.
+
+    Pickles as its CPU tensors (an executor can ship it to worker processes once)."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, num_classes: int) -> None:
+        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise ValueError(f"a test set needs the same non-zero number of inputs and labels, got {x.shape[0]} and {y.shape[0]}")
+        self.x, self.y, self.num_classes = x.cpu(), y.cpu(), int(num_classes)
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __reduce__(self):
+        return (_restore_testset, (self.x, self.y, self.num_classes))
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._on:
+            self._on[device] = (self.x.to(device), self.y.to(device))
+        return self._on[device]
+
+    def shards(self, parts: int) -> list[tuple[int, int]]:
+        """``parts`` contiguous slices of about equal size (evaluation sums add up exactly)."""
+        n = len(self)
+        bounds = [round(i * n / parts) for i in range(parts + 1)]
+        return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+
+
+def _restore_testset(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> TestSet:
+    return TestSet(x, y, num_classes=num_classes)

@@ -58,5 +58,10 @@ class Paths:
         return self.root / "models" / "global.pt"
 
     @property
+    def checkpoints(self) -> Path:
+        """Training checkpoints, one directory per run (config and partition): not a DVC output."""
+        return self.root / "checkpoints" / "train"
+
+    @property
     def mlflow_dir(self) -> Path:
         return self.root / "mlflow"

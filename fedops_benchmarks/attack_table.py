@@ -60,8 +60,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     from fedops.config import load_config
     from fedops.paths import Paths
+    from fedops.round import load_world
     from fedops.simulation import simulate
-    from flows.training import build_runtime
 
     torch.set_num_threads(1)
     overrides: dict[str, Any] = {"seed": job["seed"], "server.aggregator": job["rule"]}
@@ -71,9 +71,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         overrides["server.rounds"] = job["rounds"]
     cfg = load_config(CONFIG, overrides)
     start = time.perf_counter()
-    runtime, bundle, _ = build_runtime(cfg, Paths.at(job["workdir"]))
-    res = simulate(runtime, x_test=bundle.x_test, y_test=bundle.y_test, num_classes=bundle.num_classes,
-                   rounds=cfg.server.rounds, evaluate_last=LAST)
+    world = load_world(cfg, Paths.at(job["workdir"]))
+    res = simulate(world, cfg, evaluate_last=LAST)
     tail = res.history[-LAST:]
     out = {k: v for k, v in job.items() if k != "workdir"}
     out["accuracy"] = sum(h["test/accuracy"] for h in tail) / len(tail)
@@ -82,9 +81,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     elif job["table"] == "backdoor":  # no attack: the trigger's base rate on the final model
         from fedops.attacks import backdoor_accuracy
 
-        model = runtime.new_model(seed=0)
-        runtime.layout.load_into(model, res.params)
-        out["backdoor_accuracy"] = backdoor_accuracy(model, bundle.x_test, bundle.y_test, attack=BACKDOOR)
+        model = world.runtime.new_model(seed=0)
+        world.runtime.layout.load_into(model, res.params)
+        out["backdoor_accuracy"] = backdoor_accuracy(model, world.testset.x, world.testset.y, attack=BACKDOOR)
     out["seconds"] = time.perf_counter() - start
     return out
 

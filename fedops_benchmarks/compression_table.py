@@ -55,8 +55,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """One run; ``job`` holds label, model, codec, seed, rounds and the work directory."""
     import torch
 
+    from fedops.round import load_world
     from fedops.simulation import simulate
-    from flows.training import build_runtime
 
     torch.set_num_threads(1)
     overrides: dict[str, Any] = {"execution.max_workers": 1, "execution.torch_threads": 1, "seed": job["seed"],
@@ -64,15 +64,14 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("rounds"):
         overrides["server.rounds"] = job["rounds"]
     cfg = load_config(CONFIG, overrides)
-    runtime, bundle, _ = build_runtime(cfg, Paths.at(job["workdir"]))
-    res = simulate(runtime, x_test=bundle.x_test, y_test=bundle.y_test, num_classes=bundle.num_classes,
-                   rounds=cfg.server.rounds, evaluate_last=LAST)
+    world = load_world(cfg, Paths.at(job["workdir"]))
+    res = simulate(world, cfg, evaluate_last=LAST)
     tail = [h["test/accuracy"] for h in res.history[-LAST:]]
     last = res.history[-1]
     return {
         **{k: v for k, v in job.items() if k != "workdir"}, "rounds": len(res.history),
         "accuracy": sum(tail) / len(tail), "up_mb": last["comm/bytes_up_total"] / 1e6,
-        "down_mb": last["comm/bytes_down_total"] / 1e6, "seconds": res.seconds, "num_params": runtime.layout.size,
+        "down_mb": last["comm/bytes_down_total"] / 1e6, "seconds": res.seconds, "num_params": world.runtime.layout.size,
     }
 
 

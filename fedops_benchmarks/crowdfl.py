@@ -37,25 +37,26 @@ def _config(seed: int, *, rate: float | None, policy: str = "keep") -> Config:
 
 
 def _accuracy(cfg: Config, workdir: Path, *, drop_bad: bool = False) -> tuple[float, dict[str, Any]]:
+    import json
 
+    from fedops.client.runtime import ClientRuntime
+    from fedops.round import World, load_world
     from fedops.simulation import simulate
-    from flows.training import build_runtime
 
-    runtime, bundle, manifest = build_runtime(cfg, Paths.at(workdir))
-    if drop_bad:  # the good owners alone: a runtime without the bad owner's partition
-        from fedops.client.runtime import ClientRuntime
-
-        keep = [c for c in range(runtime.num_clients) if c != BAD_CLIENT]
-        assert keep == list(range(len(keep))), "the bad client must be the last one"
-        small = cfg.model_copy(update={"partition": cfg.partition.model_copy(update={"num_clients": len(keep)})})
-        runtime = ClientRuntime(
-            config=small, x_train=bundle.x_train, y_train=bundle.y_train,
-            partition_indices=[runtime.partition_indices[c] for c in keep], client_meta=[],
-            input_shape=runtime.input_shape, num_classes=runtime.num_classes, devices=runtime.devices,
-        )
-    res = simulate(runtime, x_test=bundle.x_test, y_test=bundle.y_test, num_classes=bundle.num_classes,
-                   rounds=cfg.server.rounds, evaluate_last=1)
-    failures = manifest["clients"][BAD_CLIENT]
+    paths = Paths.at(workdir)
+    world = load_world(cfg, paths)
+    if drop_bad:  # the good owners alone: a world without the bad owner's partition
+        rt = world.runtime
+        keep = [c for c in range(rt.num_clients) if c != BAD_CLIENT]
+        if keep != list(range(len(keep))):
+            raise ValueError(f"the bad client must be the last one, got client {BAD_CLIENT} of {rt.num_clients}")
+        cfg = cfg.model_copy(update={"partition": cfg.partition.model_copy(update={"num_clients": len(keep)})})
+        world = World(runtime=ClientRuntime(
+            config=cfg, x_train=rt.x_train, y_train=rt.y_train, partition_indices=[rt.partition_indices[c] for c in keep],
+            client_meta=[], input_shape=rt.input_shape, num_classes=rt.num_classes, devices=rt.devices,
+        ), testset=world.testset)
+    res = simulate(world, cfg, evaluate_last=1)
+    failures = json.loads(paths.manifest.read_text())["clients"][BAD_CLIENT]
     return res.history[-1]["test/accuracy"], {"validation": failures.get("validation"),
                                               "failures": failures.get("validation_failures", [])}
 

@@ -17,21 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rounds_to_target(config: Path, *, target: float, workdir: Path, max_rounds: int | None = None, log=print) -> dict[str, Any]:
-    from fedops_benchmarks.w1 import prepare
-    from flows.training import build_runtime
+    from fedops.round import load_world
     from fedops.simulation import simulate
+    from fedops_benchmarks.w1 import prepare
 
     cfg = load_config(config, {"execution.max_workers": 1})
     prepare(cfg, workdir)
-    runtime, bundle, _ = build_runtime(cfg, Paths.at(workdir))
+    world = load_world(cfg, Paths.at(workdir))
     rounds = max_rounds or cfg.server.rounds
 
     def on_round(row: dict[str, Any]) -> None:
         if row["round"] % 25 == 0 or row["test/accuracy"] >= target:
             log(f"  {cfg.name}: round {row['round']}, test accuracy {row['test/accuracy']:.4f}")
 
-    res = simulate(runtime, x_test=bundle.x_test, y_test=bundle.y_test, num_classes=bundle.num_classes,
-                   rounds=rounds, target_accuracy=target, on_round=on_round)
+    res = simulate(world, cfg, rounds=rounds, target_accuracy=target, on_round=on_round)
     return {
         "config": cfg.name,
         "epochs": cfg.client.epochs,

@@ -24,19 +24,15 @@ BEGIN, END = "<!-- privacy-table:begin -->", "<!-- privacy-table:end -->"
 
 
 def run_one(overrides: dict[str, Any], *, workdir: Path, log=print) -> dict[str, Any]:
-    from fedops_benchmarks.w1 import prepare
-    from flows.training import build_runtime
-    from fedops.server.engine import FederatedServer
+    from fedops.round import load_world
     from fedops.simulation import simulate
+    from fedops_benchmarks.w1 import prepare
 
     cfg = load_config(ROOT / "configs" / "dp_fmnist.yaml", {"execution.max_workers": 1, **overrides})
     prepare(cfg, workdir)
-    runtime, bundle, _ = build_runtime(cfg, Paths.at(workdir))
-    res = simulate(runtime, x_test=bundle.x_test, y_test=bundle.y_test, num_classes=bundle.num_classes,
-                   rounds=cfg.server.rounds, evaluate_last=1)
-    sigma = FederatedServer(config=cfg, params=runtime.layout.flatten(runtime.new_model(seed=0)),
-                            num_clients=runtime.num_clients).noise_multiplier
+    res = simulate(load_world(cfg, Paths.at(workdir)), cfg, evaluate_last=1)
     last = res.history[-1]
+    sigma = last.get("privacy/noise_multiplier")
     row = {"epsilon": last.get("privacy/epsilon"), "sigma": sigma, "accuracy": last["test/accuracy"],
            "rounds": len(res.history), "seconds": res.seconds}
     log(f"  {overrides}: accuracy {row['accuracy']:.4f}, epsilon {row['epsilon']}, sigma {sigma}")

@@ -21,28 +21,19 @@ from fedops.paths import Paths
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _round(cfg, runtime, server, selected) -> float:
-    """One round through the library (sequential clients), timed end to end."""
-    from fedops.secagg.round import secure_round
+def _round(cfg, world) -> float:
+    """Round 1 through the library's round (sequential clients, no evaluation), timed end to end."""
+    from fedops.round import FederatedRun, SequentialExecutor
 
+    run = FederatedRun(cfg, world)
     start = time.perf_counter()
-    received, reports = [], {}
-    for cid in selected:
-        msg, rep = runtime.train_and_encode(round_idx=1, client_id=cid, global_params=server.params)
-        received.append(msg)
-        reports[cid] = rep
-    if cfg.secagg.enabled:
-        result = secure_round(cfg, 1, received)
-        server.finish_secure_round(1, selected=selected, result=result, reports=reports, dropped={}, started=start)
-    else:
-        server.finish_round(1, selected=selected, received=received, reports=reports, dropped={}, started=start)
+    run.run_round(1, SequentialExecutor(), evaluate=False)
     return time.perf_counter() - start
 
 
 def round_ratio(*, workdir: Path, log=print) -> dict[str, Any]:
+    from fedops.round import load_world
     from fedops_benchmarks.w1 import prepare
-    from flows.training import build_runtime
-    from fedops.server.engine import FederatedServer
 
     base = {"partition": {"num_clients": 100, "name": "iid"}, "model": {"name": "mnist_cnn"},
             "client.epochs": 1, "server.fraction": 1.0, "execution.max_workers": 1, "baseline.enabled": False,
@@ -52,11 +43,9 @@ def round_ratio(*, workdir: Path, log=print) -> dict[str, Any]:
                                                                   "dropout_stage": "share"}})):
         cfg = load_config(ROOT / "configs" / "w1.yaml", {**base, **extra})
         prepare(cfg, workdir)
-        runtime, _, _ = build_runtime(cfg, Paths.at(workdir))
-        server = FederatedServer(config=cfg, params=runtime.layout.flatten(runtime.new_model(seed=0)),
-                                 num_clients=runtime.num_clients)
-        out[label] = _round(cfg, runtime, server, server.select(1))
-        out["num_params"] = runtime.layout.size
+        world = load_world(cfg, Paths.at(workdir))
+        out[label] = _round(cfg, world)
+        out["num_params"] = world.runtime.layout.size
         log(f"  {label} round: {out[label]:.1f} s")
     out["ratio"] = out["secagg+"] / out["plain"]
     return out

@@ -16,10 +16,21 @@ from fedops.evaluation import evaluate
 from fedops.io import write_json_atomic
 from fedops.paths import Paths
 from fedops.rng import STREAM_BASELINE, STREAM_MODEL_INIT, derive_seed, torch_generator
-from fedops.tracking import RunTracker
+from fedops.tracking import RunTracker, resolve_tracking_uri
 from fedops.types import ParamLayout
 from flows.stages import _cfg, load_raw
-from flows.training import start_tracker
+
+
+def start_tracker(cfg, paths: Paths, *, role: str, run_name: str) -> RunTracker:
+    tracker = RunTracker(
+        tracking_uri=resolve_tracking_uri(cfg.tracking.uri, paths.mlflow_dir),
+        experiment=cfg.tracking.experiment or cfg.name,
+        artifact_dir=paths.mlflow_dir / "artifacts",
+        run_name=run_name,
+        tags={"fedops.role": role, "fedops.dataset": cfg.data.name, "fedops.config": cfg.name},
+    )
+    tracker.log_params(cfg.flat_params())
+    return tracker
 
 
 @flow(name="evaluate-model")

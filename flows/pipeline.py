@@ -15,8 +15,9 @@ from flows.training import run_federated_training
 STAGES = ("prepare", "validate", "partition", "train", "evaluate", "baseline")
 
 
-def run_stage(stage: str, cfg: Config, workdir: str = ".") -> dict[str, Any]:
-    """Run one named stage flow (what each DVC stage's ``cmd`` does)."""
+def run_stage(stage: str, cfg: Config, workdir: str = ".", *, fresh: bool = False) -> dict[str, Any]:
+    """Run one named stage flow (what each DVC stage's ``cmd`` does). ``fresh``: the train stage
+    starts over instead of resuming an interrupted run of the same config."""
     params = cfg.to_params()
     if stage == "prepare":
         return prepare_flow(params, workdir)
@@ -25,7 +26,7 @@ def run_stage(stage: str, cfg: Config, workdir: str = ".") -> dict[str, Any]:
     if stage == "partition":
         return partition_flow(params, workdir)
     if stage == "train":
-        return run_federated_training(cfg, workdir)
+        return run_federated_training(cfg, workdir, fresh=fresh)
     if stage == "evaluate":
         return evaluate_flow(params, workdir)
     if stage == "baseline":
@@ -36,6 +37,6 @@ def run_stage(stage: str, cfg: Config, workdir: str = ".") -> dict[str, Any]:
 
 
 @flow(name="fedops-pipeline")
-def pipeline(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
+def pipeline(config: dict[str, Any], workdir: str = ".", fresh: bool = False) -> dict[str, Any]:
     cfg = _cfg(config)
-    return {stage: run_stage(stage, cfg, workdir) for stage in STAGES}
+    return {stage: run_stage(stage, cfg, workdir, fresh=fresh) for stage in STAGES}

@@ -10,28 +10,11 @@ from fedops.config import Config, parse_config
 from fedops.errors import MissingInput, ValidationFailed
 from fedops.io import write_json_atomic
 from fedops.paths import Paths
+from fedops.round.world import client_raw, load_raw
 
 
 def _cfg(config: dict[str, Any] | Config) -> Config:
     return config if isinstance(config, Config) else parse_config(config)
-
-
-def load_raw(cfg: Config, paths: Paths):
-    raw_dir = paths.raw_dir(cfg.data.name)
-    if not (raw_dir / "hashes.json").is_file():
-        raise MissingInput(f"no prepared data at {raw_dir}: run the prepare stage first (fedops stage prepare)")
-    return cfg.data.load_raw(raw_dir)
-
-
-def client_raw(cfg: Config, raw, indices):
-    """The training data as the clients hold it: with ``simulation.missing_values``, the listed
-    clients' rows have gaps (see :mod:`fedops.data.corrupt`); otherwise ``raw`` itself."""
-    mv = cfg.simulation.missing_values
-    if not mv.clients:
-        return raw
-    from fedops.data.corrupt import with_missing_values
-
-    return with_missing_values(raw, rows={c: indices[c] for c in mv.clients}, rate=mv.rate, seed=cfg.seed)
 
 
 @flow(name="prepare-data")

@@ -11,6 +11,7 @@ from fedops.privacy.accountant import (
     solve_noise_multiplier,
 )
 from fedops.privacy.clipping import clip_by_norm
+from fedops.privacy.randomness import PrivacyRandomness
 from fedops.privacy.dp_fedavg import (
     DPFedAvg,
     DPFedAvgConfig,
@@ -26,6 +27,7 @@ __all__ = [
     "DPFedAvg",
     "DPFedAvgConfig",
     "PrivacyLedger",
+    "PrivacyRandomness",
     "clip_by_norm",
     "effective_noise_multiplier",
     "solve_noise_multiplier",

@@ -215,3 +215,29 @@ def _opacus_version() -> str:
     from importlib.metadata import version
 
     return version("opacus")
+
+
+class ClientLedgers:
+    """Local DP: one :class:`PrivacyLedger` per client, composed over every round it trains in.
+
+    A client's epsilon is a function of public quantities only (its noise multiplier, sample
+    rate and number of steps), so the run can keep and checkpoint these ledgers for it."""
+
+    def __init__(self, accountant_key: str = "rdp", delta: float = 1e-5) -> None:
+        self.accountant_key, self.delta = accountant_key, check_delta(delta)
+        self._ledgers: dict[int, PrivacyLedger] = {}
+
+    def record(self, client_id: int, *, noise_multiplier: float, sample_rate: float, steps: int) -> float:
+        """Add ``steps`` DP-SGD steps of ``client_id`` and return its epsilon so far."""
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        ledger = self._ledgers.setdefault(client_id, PrivacyLedger(self.accountant_key, self.delta))
+        for _ in range(int(steps)):
+            ledger.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+        return ledger.epsilon()
+
+    def state_dict(self) -> dict[int, dict[str, Any]]:
+        return {cid: ledger.state_dict() for cid, ledger in sorted(self._ledgers.items())}
+
+    def load_state_dict(self, state: dict[int, dict[str, Any]]) -> None:
+        self._ledgers = {int(cid): PrivacyLedger.from_state_dict(s) for cid, s in state.items()}

@@ -29,7 +29,7 @@ mean times ``k / expected_cohort``; with ``expected_cohort = k`` it is bit-for-b
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import Field
@@ -37,6 +37,18 @@ from pydantic import Field
 from fedops.privacy.accountant import ACCOUNTANTS, PrivacyLedger, check_delta
 from fedops.privacy.clipping import check_updates, clip_by_norm
 from fedops.registry import PluginModel
+
+Noise = Callable[[int], torch.Tensor]
+"""Draws ``n`` standard normal values (float64); each call draws fresh ones. In fedops it is
+:meth:`fedops.privacy.randomness.PrivacyRandomness.gaussian`: the OS CSPRNG, or the research
+mode's seeded stream."""
+
+
+def _normals(noise: Noise, count: int) -> torch.Tensor:
+    z = noise(count)
+    if not isinstance(z, torch.Tensor) or z.shape != (count,):
+        raise ValueError(f"noise({count}) must return a tensor of shape ({count},), got {getattr(z, 'shape', type(z))}")
+    return z.to(torch.float64)
 
 
 def effective_noise_multiplier(noise_multiplier_delta: float, clip_count_stddev: float) -> float:
@@ -129,33 +141,37 @@ class DPFedAvg:
         return None if self.ledger is None else self.ledger.epsilon()
 
     def aggregate(
-        self, updates: torch.Tensor, *, expected_cohort: float, generator: torch.Generator, unclipped: int | None = None
+        self, updates: torch.Tensor, *, expected_cohort: float, noise: Noise, unclipped: int | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """One round: the noised average ``[d]`` and metrics; updates the clip norm and ledger.
 
         ``unclipped`` (how many clients had ``||u|| <= C`` before they clipped on their device)
-        replaces the count taken from ``updates`` when the clients clipped already."""
+        replaces the count taken from ``updates`` when the clients clipped already. The server
+        clips again (a codec may have changed the norm) with the one clipping implementation,
+        :func:`fedops.privacy.clipping.clip_by_norm`."""
         check_updates(updates)
         clipped, norms = clip_by_norm(updates, max_norm=self.clip_norm)
-        norms64 = norms.to(torch.float64)
         k = updates.shape[0]
         ones = torch.ones(k, dtype=torch.float64, device=updates.device)
         total = ones @ clipped.to(torch.float64)
+        if unclipped is None:
+            unclipped = int((norms.to(torch.float64) <= self.clip_norm).sum())
         average, metrics = self.noised_average(
-            total, unclipped=int((norms64 <= self.clip_norm).sum()) if unclipped is None else unclipped, cohort=k,
-            expected_cohort=expected_cohort, generator=generator,
+            total, unclipped=unclipped, cohort=k, expected_cohort=expected_cohort, noise=noise,
         )
-        metrics["mean_update_norm"] = float(norms64.mean())
         return average.to(updates.dtype), metrics
 
     def noised_average(
-        self, total: torch.Tensor, *, unclipped: int | None, cohort: int, expected_cohort: float, generator: torch.Generator
+        self, total: torch.Tensor, *, unclipped: int | None, cohort: int, expected_cohort: float, noise: Noise
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The server's half of a round whose clipping happened on the clients (under secure
         aggregation the server only ever sees ``total``, the sum of the ``cohort`` clipped
         updates, and ``unclipped``, how many had ``||u|| <= C``, which is needed, and used noised,
-        only by adaptive clipping; ``None`` when the clients did not send it). Adds ``N(0, (z_Δ C)^2 I)`` to ``total``, divides by the expected
-        cohort, then updates the clip norm and the ledger. Returns a float64 ``[d]`` average."""
+        only by adaptive clipping; ``None`` when the clients did not send it). Adds
+        ``N(0, (z_Δ C)^2 I)`` to ``total`` (standard normals from ``noise``), divides by the
+        expected cohort, then updates the clip norm and the ledger. Returns a float64 ``[d]``
+        average and metrics that are functions of the noised outputs and public parameters only
+        (nothing computed from an individual update or the exact count)."""
         if not isinstance(total, torch.Tensor) or total.ndim != 1 or not total.is_floating_point():
             raise ValueError(f"total must be a 1-D floating tensor, got {getattr(total, 'shape', type(total))}")
         if not bool(torch.isfinite(total).all()):
@@ -174,8 +190,8 @@ class DPFedAvg:
                 raise ValueError(
                     f"expected_cohort={expected_cohort!r} exceeds population={self.config.population}"
                 )
-        if not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if not callable(noise):
+            raise ValueError(f"noise must be a callable drawing standard normals, got {type(noise).__name__}")
         z_delta = self.noise_multiplier_delta(m)
         sigma_b = self.clip_count_stddev(m)
 
@@ -183,8 +199,7 @@ class DPFedAvg:
         total = total.to(torch.float64)
         noise_std_sum = z_delta * c if z_delta > 0 else 0.0
         if noise_std_sum > 0:
-            noise = torch.randn(total.numel(), generator=generator, dtype=torch.float64, device=generator.device)
-            total = total + noise.to(total.device) * noise_std_sum
+            total = total + _normals(noise, total.numel()).to(total.device) * noise_std_sum
         average = total / m
 
         metrics: dict[str, float] = {
@@ -194,14 +209,11 @@ class DPFedAvg:
             "noise_multiplier": float(self.config.noise_multiplier),
             "noise_multiplier_delta": z_delta,
             "expected_cohort": m,
-            "cohort": float(cohort),
         }
-        if unclipped is not None:
-            metrics["fraction_clipped"] = 1.0 - unclipped / cohort
         if self.config.adaptive:
             count = float(unclipped)
             if sigma_b > 0:
-                count += float(torch.randn((), generator=generator, dtype=torch.float64, device=generator.device)) * sigma_b
+                count += float(_normals(noise, 1)[0]) * sigma_b
             b_tilde = count / m
             self.clip_norm = c * math.exp(-self.config.clip_lr * (b_tilde - self.config.target_quantile))
             metrics.update(clip_count_stddev=sigma_b, noisy_unclipped_fraction=b_tilde, next_clip_norm=self.clip_norm)

@@ -7,13 +7,13 @@ to fixed point in Z_M (``fedops.secagg.quantize``):
   ``w = n_i / n_max``; the server divides the summed update by the summed weight
   (:func:`decode_weighted`), which gives the sample-weighted mean of the survivors.
 * **client-level DP** (:func:`encode_dp`, DP-FedAvg composed with SecAgg): the client clips its
-  own update to L2 norm ``C`` *before* masking, so the server never needs an individual update;
+  own update to L2 norm ``C - h`` (:func:`dp_clip_bound`) *before* masking, so the server never needs an individual update;
   the extra coordinate carries ``clip * 1[||u|| <= C]`` only when adaptive clipping needs the
   count (otherwise 0, so the server learns nothing beyond the sum). The server adds the Gaussian
   noise to the unmasked sum (:class:`fedops.privacy.DPFedAvg.noised_average`).
 
 Sensitivity under quantisation. Rounding to the grid moves each coordinate by at most
-``0.5 / scale``, i.e. the vector by at most ``h = 0.5 * sqrt(d) / scale`` in L2. :func:`encode_dp`
+``0.5 / scale``, i.e. the vector by at most ``h = 0.5 * sqrt(d) / scale`` in L2. A client
 therefore clips to ``C - h`` before rounding, so the *quantised* update a client contributes has
 norm ``<= C`` and the DP analysis with sensitivity ``C`` holds for what is actually summed. The
 per-coordinate clip to ``[-clip, clip]`` that fixed point needs only shrinks the vector further.
@@ -63,28 +63,26 @@ def decode_weighted(total: np.ndarray, *, n: int, clip: float, scale: float, bit
     return s[:-1] / weight_sum
 
 
-def encode_dp(
-    delta: np.ndarray, *, clip_norm: float, send_count: bool, clip: float, scale: float, bits: int,
-    within: bool | None = None,
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Clip ``u`` to L2 norm ``C - h`` (so the quantised vector has norm <= C), then
-    ``[clip_coord(u'), clip * 1[||u|| <= C] if send_count else 0]`` quantised. ``within``
-    overrides ``||u|| <= C`` when ``delta`` is already a clipped (or projected) update."""
-    x = _as_vector(delta)
-    headroom = quantisation_headroom(dim=x.size, scale=scale)
+def dp_clip_bound(*, clip_norm: float, dim: int, scale: float) -> float:
+    """``C - h``: the L2 norm a client clips its (projected) update to before :func:`encode_dp`, so
+    that the quantised vector it masks has norm ``<= C``. Refuses ``C <= h``."""
+    headroom = quantisation_headroom(dim=dim, scale=scale)
     if not clip_norm > headroom:
         raise ValueError(
             f"DP clip norm C = {clip_norm!r} is not above the quantisation headroom "
-            f"0.5*sqrt(d)/scale = {headroom:.3g} (d = {x.size}, secagg.scale = {scale}): raise secagg.scale"
+            f"0.5*sqrt(d)/scale = {headroom:.3g} (d = {dim}, secagg.scale = {scale}): raise secagg.scale"
         )
-    norm = float(np.linalg.norm(x))
-    within = norm <= clip_norm if within is None else bool(within)
-    bound = clip_norm - headroom
-    if norm > bound:
-        x = x * (bound / norm)
-    v = np.append(np.clip(x, -clip, clip), clip if (send_count and within) else 0.0)
-    info = {"update_norm_before_clip": norm, "dp_clipped": float(not within)}
-    return quantize(v, clip=clip, scale=scale, bits=bits), info
+    return clip_norm - headroom
+
+
+def encode_dp(clipped: np.ndarray, *, count: bool, clip: float, scale: float, bits: int) -> np.ndarray:
+    """``[clip_coord(u'), clip * count]`` quantised, for an update ``u'`` the client already clipped
+    to L2 norm :func:`dp_clip_bound` (the clipping is the uplink's DP clip step, one
+    implementation for every path). ``count`` is the bit ``1[||u|| <= C]`` when adaptive clipping
+    needs it, else False (the coordinate is then 0 and the server learns nothing beyond the sum)."""
+    x = _as_vector(clipped)
+    v = np.append(np.clip(x, -clip, clip), clip if count else 0.0)
+    return quantize(v, clip=clip, scale=scale, bits=bits)
 
 
 def decode_dp(total: np.ndarray, *, n: int, clip: float, scale: float, bits: int) -> tuple[np.ndarray, int]:
@@ -93,4 +91,4 @@ def decode_dp(total: np.ndarray, *, n: int, clip: float, scale: float, bits: int
     return s[:-1], int(round(s[-1] / clip))
 
 
-__all__ = ["decode_dp", "decode_weighted", "encode_dp", "encode_weighted", "quantisation_headroom"]
+__all__ = ["decode_dp", "decode_weighted", "dp_clip_bound", "encode_dp", "encode_weighted", "quantisation_headroom"]

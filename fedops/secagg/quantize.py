@@ -12,8 +12,15 @@ vectors, per coordinate::
     |dequantize_sum(sum of quantised) - sum of clipped floats| <= n * 0.5 / scale
 
 and the clipping error ``sum_u |x_u - clip(x_u)|`` comes on top (zero when every
-``|x_u| <= clip``). The sum decodes correctly only while ``n * clip * scale < M/2``:
-``check_overflow`` refuses other parameters.
+``|x_u| <= clip``).
+
+Overflow. Every quantised coordinate lies in ``[-R, R]`` with ``R = rint(clip * scale)`` (rounding
+is monotone, and ``clip * scale`` is the product ``quantize`` itself computes), so a sum of ``n``
+vectors lies in ``[-n R, n R]``. The signed representative in ``(-M/2, M/2]`` recovers every such
+sum exactly if and only if ``n R < M/2`` (a sum of ``-M/2`` would read as ``+M/2``):
+``check_overflow`` refuses other parameters. Checking ``n * clip * scale`` instead misses the
+rounding: clip 0.3, scale 65,536, 32 bits and n = 109,226 pass that test, yet a sum at the clip
+bound wraps to its negative.
 """
 
 from __future__ import annotations
@@ -43,17 +50,22 @@ def reduce(v: np.ndarray, *, bits: int) -> np.ndarray:
     return v
 
 
+def largest_level(*, clip: float, scale: float) -> int:
+    """``R = rint(clip * scale)``: the largest magnitude a quantised coordinate can take."""
+    return int(np.rint(np.float64(clip) * np.float64(scale)))
+
+
 def check_overflow(*, n: int, clip: float, scale: float, bits: int) -> None:
     """Raise ValueError unless a sum of ``n`` quantised vectors decodes without wrapping."""
     _check_bits(bits)
-    if n < 1 or clip <= 0 or scale <= 0:
-        raise ValueError(f"need n >= 1, clip > 0, scale > 0; got n={n}, clip={clip}, scale={scale}")
-    half = (1 << bits) // 2
-    worst = n * clip * scale
-    if worst >= half:
+    if n < 1 or not 0 < clip < float("inf") or not 0 < scale < float("inf") or not np.isfinite(clip * scale):
+        raise ValueError(f"need n >= 1 and finite clip > 0, scale > 0; got n={n}, clip={clip}, scale={scale}")
+    half = 1 << (bits - 1)
+    step = largest_level(clip=clip, scale=scale)
+    if n * step >= half:
         raise ValueError(
-            f"quantised sum may overflow: n*clip*scale = {n}*{clip}*{scale} = {worst:.6g} "
-            f">= M/2 = 2**{bits - 1} = {half}; lower scale or clip, or use more bits"
+            f"quantised sum may overflow: n * rint(clip * scale) = {n} * rint({clip} * {scale}) = {n} * {step} = "
+            f"{n * step} >= M/2 = 2**{bits - 1} = {half}; lower scale or clip, or use more bits"
         )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 _MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
 
 
 def resolve_tracking_uri(configured: str | None, mlflow_dir: Path) -> str:
@@ -79,12 +80,22 @@ class RunTracker:
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS_PER_BATCH])
 
-    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], *, step: int, timestamp_ms: int | None = None) -> None:
+        """One batch (one transaction in the SQL store). With the same ``timestamp_ms`` and values,
+        logging a step again adds nothing: MLflow keys a metric point by (key, timestamp, step, value)."""
         from mlflow.entities import Metric
 
-        ts = int(time.time() * 1000)
+        ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
         items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
-        self.client.log_batch(self.run_id, metrics=items)
+        for i in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_METRICS_PER_BATCH])
+
+    def logged_steps(self, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+
+    @property
+    def status(self) -> str:
+        return self.client.get_run(self.run_id).info.status
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -94,8 +105,8 @@ class RunTracker:
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, obj, artifact_file)
 
-    def log_client_table(self, rows: list[dict[str, Any]], *, step: int) -> None:
-        self.log_dict(rows, f"clients/round_{step:04d}.json")
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
@@ -108,22 +119,35 @@ class RunTracker:
         registered_model_name: str | None = None,
         alias: str | None = None,
     ) -> str | None:
-        """Log the torch model (pickle format: fast, loads back the class) and register it.
-        Returns the registered version, if registered."""
+        """Log the torch model (pickle format: fast, loads back the class) and register it; returns
+        the registered version. Idempotent per run: a model this run already logged, or a version
+        already registered from it, is reused (a resumed run registers once)."""
         import mlflow.pytorch
 
-        with self._mlflow.start_run(run_id=self.run_id, nested=False):
-            info = mlflow.pytorch.log_model(
-                model.cpu(),
-                name=name,
-                serialization_format="pickle",
-                pip_requirements=["torch", "fedops"],
-                registered_model_name=registered_model_name,
-            )
-        version = getattr(info, "registered_model_version", None)
-        if registered_model_name and version is not None and alias:
-            self.client.set_registered_model_alias(registered_model_name, alias, str(version))
-        return None if version is None else str(version)
+        from fedops import failpoints
+
+        logged = [m for m in self._mlflow.search_logged_models(
+            experiment_ids=[self.experiment_id], filter_string=f"source_run_id = '{self.run_id}'", output_format="list")
+            if m.name == name]
+        if logged:
+            model_uri = logged[0].model_uri
+        else:
+            with self._mlflow.start_run(run_id=self.run_id, nested=False):
+                info = mlflow.pytorch.log_model(model.cpu(), name=name, serialization_format="pickle",
+                                                pip_requirements=["torch", "fedops"])
+            model_uri = info.model_uri
+        if not registered_model_name:
+            return None
+        failpoints.hit("run.registering")
+        versions = [v for v in self.client.search_model_versions(f"name = '{registered_model_name}'")
+                    if v.run_id == self.run_id]
+        if versions:
+            version = str(versions[0].version)
+        else:
+            version = str(self._mlflow.register_model(model_uri, registered_model_name).version)
+        if alias:
+            self.client.set_registered_model_alias(registered_model_name, alias, version)
+        return version
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -84,30 +84,47 @@ def test_rpn_with_unpooled_filters_through_the_flow(prepared):
     assert {row["bytes_down"] for row in table(1)} == {4 * d}  # the model travels as float32
 
 
+def _raw_rows(prepared, **overrides):
+    """The round's client table before release (in process): what each client actually sent."""
+    from fedops.paths import Paths
+    from fedops.round import FederatedRun, SequentialExecutor, load_world
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", {"server.rounds": 2, "execution.max_workers": 1, **overrides})
+    run = FederatedRun(cfg, load_world(cfg, Paths.at(prepared)))
+    run.run_round(1, SequentialExecutor(), evaluate=False)
+    return run.last_outcome.rows, run.layout.size
+
+
+RANDK_SECAGG_DP = {
+    "transport.codec": {"name": "randk", "fraction": 0.5}, "server.fraction": 1.0, "server.selector": "poisson",
+    "server.min_clients": 1, "privacy": {"mode": "central", "noise_multiplier": 0.3, "clip_norm": 1.0},
+    "secagg": {"enabled": True},
+}
+
+
 def test_randk_under_secure_aggregation_with_dp(prepared):
-    summary, metric, table = _run(prepared, **{
-        "transport.codec": {"name": "randk", "fraction": 0.5}, "server.fraction": 1.0, "server.selector": "poisson",
-        "server.min_clients": 1,
-        "privacy": {"mode": "central", "noise_multiplier": 0.3, "clip_norm": 1.0},
-        "secagg": {"enabled": True},
-    })
-    d = summary["num_params"]
-    assert len(metric("privacy/epsilon")) == 2 and metric("secagg/survivors")[0] >= 1
-    rows = [row for row in table(1) if row["status"] == "ok"]
+    from mlflow.tracking import MlflowClient
+
+    summary, metric, _ = _run(prepared, **RANDK_SECAGG_DP)
+    assert len(metric("privacy/epsilon")) == 2
+    assert not metric("secagg/survivors") and not metric("comm/bytes_up")  # participation is not released
+    assert not MlflowClient(summary["tracking_uri"]).list_artifacts(summary["run_id"], "clients")
+    rows, d = _raw_rows(prepared, **RANDK_SECAGG_DP)
+    rows = [row for row in rows if row["status"] == "ok"]
     # each client masks only the round's shared k coordinates (+1 count coordinate), 32-bit fixed point
-    assert all(row["bytes_up"] > 4 * (round(0.5 * d) + 1) for row in rows)
-    assert all(row["bytes_up"] < 4 * d for row in rows)
+    assert rows and all(4 * (round(0.5 * d) + 1) < row["bytes_up"] < 4 * d for row in rows)
     state = torch.load(prepared / "models" / "global.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
+QSGD_DP = {"transport.codec": {"name": "qsgd", "bits": 8}, "server.selector": "poisson", "server.min_clients": 1,
+           "privacy": {"mode": "central", "noise_multiplier": 0.3, "clip_norm": 0.5}}
+
+
 def test_qsgd_with_client_level_dp_clips_before_encoding(prepared):
-    summary, metric, table = _run(prepared, **{
-        "transport.codec": {"name": "qsgd", "bits": 8}, "server.selector": "poisson", "server.min_clients": 1,
-        "privacy": {"mode": "central", "noise_multiplier": 0.3, "clip_norm": 0.5},
-    })
-    rows = [row for row in table(1) if row["status"] == "ok"]
-    d = summary["num_params"]
-    assert all("dp_clipped" in row for row in rows)
-    assert all(row["bytes_up"] < d + 64 for row in rows)  # ~1 byte per coordinate + header, norm, clip bit
+    summary, metric, _ = _run(prepared, **QSGD_DP)
     assert metric("privacy/epsilon")[-1] > 0
+    rows, d = _raw_rows(prepared, **QSGD_DP)
+    rows = [row for row in rows if row["status"] == "ok"]
+    assert rows and all("dp_clipped" in row for row in rows)
+    assert all(row["bytes_up"] < d + 64 for row in rows)  # ~1 byte per coordinate + header, norm, clip bit

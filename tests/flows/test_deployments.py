@@ -15,4 +15,4 @@ def test_deployments_carry_the_resolved_config(tmp_path):
         assert d.parameters["workdir"] == str(tmp_path)
         # the parameters validate back into the same config: a triggered run is the configured run
         assert parse_config(d.parameters["config"]) == load_config(ROOT / "configs" / "tiny.yaml")
-        assert set(d._parameter_openapi_schema.properties) == {"config", "workdir"}
+        assert set(d._parameter_openapi_schema.properties) == {"config", "workdir", "fresh"}

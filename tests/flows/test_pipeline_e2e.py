@@ -80,7 +80,7 @@ def test_dropouts_are_counted_and_too_many_fail_the_round(tiny_run):
     from mlflow.tracking import MlflowClient
 
     from fedops.config import parse_config
-    from fedops.server.engine import RoundFailed
+    from fedops.errors import RoundFailed
     from flows.training import run_federated_training
 
     cfg, work, _ = tiny_run

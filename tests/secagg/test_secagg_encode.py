@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fedops.secagg import dequantize_sum, secure_sum
-from fedops.secagg.encode import decode_dp, decode_weighted, encode_dp, encode_weighted, quantisation_headroom
+from fedops.secagg.encode import (
+    decode_dp,
+    decode_weighted,
+    dp_clip_bound,
+    encode_dp,
+    encode_weighted,
+    quantisation_headroom,
+)
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 
@@ -19,46 +26,47 @@ def test_headroom_hand_computed():
     assert quantisation_headroom(dim=0, scale=1.0) == 0.0
 
 
+def _clip(x, bound):
+    n = np.linalg.norm(x)
+    return x * min(1.0, bound / n) if n > 0 else x
+
+
 @settings(max_examples=200, deadline=None)
 @given(x=arrays(np.float64, st.integers(1, 200), elements=finite), c=st.floats(0.01, 5.0),
        scale=st.sampled_from([2.0**8, 2.0**12, 2.0**16]), bits=st.sampled_from([32, 64]),
        send=st.booleans())
-def test_dp_encoding_has_norm_at_most_c_after_quantisation(x, c, scale, bits, send):
+def test_dp_encoding_of_a_vector_clipped_to_c_minus_h_has_norm_at_most_c(x, c, scale, bits, send):
     if c <= quantisation_headroom(dim=x.size, scale=scale):
         with pytest.raises(ValueError, match="headroom"):
-            encode_dp(x, clip_norm=c, send_count=send, clip=1.0, scale=scale, bits=bits)
+            dp_clip_bound(clip_norm=c, dim=x.size, scale=scale)
         return
-    q, info = encode_dp(x, clip_norm=c, send_count=send, clip=1.0, scale=scale, bits=bits)
+    bound = dp_clip_bound(clip_norm=c, dim=x.size, scale=scale)
+    q = encode_dp(_clip(x, bound), count=send, clip=1.0, scale=scale, bits=bits)
     v = dequantize_sum(q, n=1, scale=scale, bits=bits)
     assert np.linalg.norm(v[:-1]) <= c * (1 + 1e-12)  # what is actually summed has sensitivity C
-    within = np.linalg.norm(x) <= c
-    assert info["dp_clipped"] == float(not within)
-    assert v[-1] == pytest.approx(1.0 if (send and within) else 0.0, abs=0.5 / scale)
+    assert v[-1] == pytest.approx(1.0 if send else 0.0, abs=0.5 / scale)
 
 
-def test_dp_encoding_keeps_small_updates_and_rescales_large_ones():
+def test_dp_clip_bound_and_count_coordinate_by_hand():
     scale, c = 2.0**20, 1.0
-    small = np.array([0.3, -0.4])  # norm 0.5, inside
-    q, info = encode_dp(small, clip_norm=c, send_count=True, clip=1.0, scale=scale, bits=64)
-    np.testing.assert_allclose(dequantize_sum(q, n=1, scale=scale, bits=64), [0.3, -0.4, 1.0], atol=0.5 / scale)
-    assert info["dp_clipped"] == 0.0
-    big = np.array([3.0, 4.0])  # norm 5 -> direction (0.6, 0.8) times C - h
     h = quantisation_headroom(dim=2, scale=scale)
-    q, info = encode_dp(big, clip_norm=c, send_count=True, clip=1.0, scale=scale, bits=64)
-    np.testing.assert_allclose(dequantize_sum(q, n=1, scale=scale, bits=64)[:-1], [0.6 * (c - h), 0.8 * (c - h)],
-                               atol=0.5 / scale)
-    assert info["dp_clipped"] == 1.0
+    assert dp_clip_bound(clip_norm=c, dim=2, scale=scale) == c - h
+    q = encode_dp(np.array([0.3, -0.4]), count=True, clip=1.0, scale=scale, bits=64)
+    np.testing.assert_allclose(dequantize_sum(q, n=1, scale=scale, bits=64), [0.3, -0.4, 1.0], atol=0.5 / scale)
+    q = encode_dp(np.array([0.3, -0.4]), count=False, clip=1.0, scale=scale, bits=64)
+    assert dequantize_sum(q, n=1, scale=scale, bits=64)[-1] == 0.0
 
 
 def test_dp_sum_through_the_protocol_decodes_sum_and_count():
     rng = np.random.default_rng(3)
     scale, c, d, n = 2.0**16, 0.5, 40, 12
     xs = [rng.normal(0, 0.1 * (1 + i % 3), size=d) for i in range(n)]
-    inputs = {i: encode_dp(x, clip_norm=c, send_count=True, clip=1.0, scale=scale, bits=32)[0] for i, x in enumerate(xs)}
+    bound = dp_clip_bound(clip_norm=c, dim=d, scale=scale)
+    inputs = {i: encode_dp(_clip(x, bound), count=bool(np.linalg.norm(x) <= c), clip=1.0, scale=scale, bits=32)
+              for i, x in enumerate(xs)}
     res = secure_sum(inputs, bits=32, threshold=6, k=None, seed=0)
     total, count = decode_dp(res.sum, n=n, clip=1.0, scale=scale, bits=32)
-    h = quantisation_headroom(dim=d, scale=scale)
-    ref = sum(x * min(1.0, (c - h) / np.linalg.norm(x)) for x in xs)
+    ref = sum(_clip(x, bound) for x in xs)
     assert np.all(np.abs(total - ref) <= n * 0.5 / scale + 1e-12)
     assert count == sum(np.linalg.norm(x) <= c for x in xs)
 
@@ -83,7 +91,7 @@ def test_bad_inputs_are_refused_with_the_value():
     with pytest.raises(ValueError, match="weight must be in"):
         encode_weighted(np.zeros(3), weight=0.0, clip=1.0, scale=8.0, bits=32)
     with pytest.raises(ValueError, match="1-D"):
-        encode_dp(np.zeros((2, 2)), clip_norm=1.0, send_count=False, clip=1.0, scale=8.0, bits=32)
+        encode_dp(np.zeros((2, 2)), count=False, clip=1.0, scale=8.0, bits=32)
     with pytest.raises(ValueError, match="NaN"):
         encode_weighted(np.array([math.nan]), weight=1.0, clip=1.0, scale=8.0, bits=32)
     with pytest.raises(ValueError, match="non-positive weight sum"):

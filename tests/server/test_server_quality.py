@@ -1,14 +1,14 @@
-"""Per-client quality control in the server's round: rejected updates (non-finite, wrong length,
-wrong dtype, huge norm) leave the aggregate equal to the valid-only aggregate; anomaly scores
-land in the client table."""
+"""Per-client quality control in the server's update path: rejected updates (non-finite, wrong
+length, wrong dtype, huge norm) leave the aggregate equal to the valid-only aggregate; anomaly
+scores land in the client table; bad-data policies."""
 
-import numpy as np
 import pytest
 import torch
+from server_helpers import finish, msg
 
 from fedops.config import ConfigError, parse_config
-from fedops.server.engine import FederatedServer
-from fedops.types import EncodedUpdate
+from fedops.errors import RoundFailed
+from fedops.server.server import Server
 
 D = 4
 
@@ -16,12 +16,7 @@ D = 4
 def _server(aggregator="fedavg", **quality):
     cfg = parse_config({"partition": {"num_clients": 12}, "server": {"fraction": 1.0, "aggregator": aggregator},
                         "quality": quality})
-    return FederatedServer(config=cfg, params=torch.zeros(D), num_clients=12)
-
-
-def _msg(cid, values, dtype="<f4", n=10):
-    payload = np.asarray(values, dtype=dtype).tobytes()
-    return EncodedUpdate(client_id=cid, payload=payload, nbytes=len(payload), num_samples=n)
+    return Server(cfg, params=torch.zeros(D), num_clients=12)
 
 
 HONEST = {i: [1.0 + 0.1 * i, -1.0, 0.5, 0.0] for i in range(6)}
@@ -36,41 +31,34 @@ def test_bad_updates_are_all_rejected_and_the_aggregate_is_the_valid_only_one(ag
         8: [1.0, 2.0, 3.0],  # wrong length
         9: [1e6, 1e6, 1e6, 1e6],  # huge norm
     }
-    msgs = [_msg(c, v) for c, v in {**HONEST, **bad}.items()]
-    msgs.append(_msg(10, [1, 2, 3, 4], dtype="<f8"))  # wrong dtype: 8-byte floats, twice the length
-    selected = sorted(HONEST) + [6, 7, 8, 9, 10]
-    out = _server(aggregator, norm_multiple=10).finish_round(
-        1, selected=selected, received=msgs, reports={}, dropped={}, started=0.0)
-    rows = {r["client_id"]: r for r in out.client_table}
+    msgs = [msg(c, v) for c, v in {**HONEST, **bad}.items()]
+    msgs.append(msg(10, [1, 2, 3, 4], dtype="<f8"))  # wrong dtype: 8-byte floats, twice the length
+    server = _server(aggregator, norm_multiple=10)
+    m, rows = finish(server, msgs)
     assert all(rows[c]["status"] == "rejected" for c in (6, 7, 8, 9, 10)), rows
     assert "non-finite" in rows[6]["reason"] and "non-finite" in rows[7]["reason"]
     assert "wrong length" in rows[8]["reason"] and "wrong length" in rows[10]["reason"]
     assert "median norm" in rows[9]["reason"]
-    assert out.metrics["clients/rejected"] == 5
-    valid = _server(aggregator, norm_multiple=10).finish_round(
-        1, selected=sorted(HONEST), received=[_msg(c, v) for c, v in HONEST.items()], reports={}, dropped={},
-        started=0.0)
-    assert torch.equal(out.params, valid.params)
+    assert m["clients/rejected"] == 5
+    valid = _server(aggregator, norm_multiple=10)
+    finish(valid, [msg(c, v) for c, v in HONEST.items()])
+    assert torch.equal(server.params, valid.params)
 
 
 def test_anomaly_scores_and_flags_in_the_client_table():
-    msgs = [_msg(c, v) for c, v in HONEST.items()] + [_msg(6, [-3.0, 3.0, -1.5, 0.0])]  # a sign-flipped client
-    out = _server().finish_round(1, selected=list(range(7)), received=msgs, reports={}, dropped={}, started=0.0)
-    rows = {r["client_id"]: r for r in out.client_table}
+    msgs = [msg(c, v) for c, v in HONEST.items()] + [msg(6, [-3.0, 3.0, -1.5, 0.0])]  # a sign-flipped client
+    m, rows = finish(_server(), msgs)
     assert rows[6]["flagged"] and rows[6]["cosine_to_aggregate"] < 0
     assert not any(rows[c]["flagged"] for c in HONEST)
     assert rows[6]["krum_score"] > max(rows[c]["krum_score"] for c in HONEST)
-    assert out.metrics["clients/flagged"] == 1
+    assert m["clients/flagged"] == 1
 
 
 def test_too_few_valid_updates_for_the_rule_fails_the_round_and_keeps_the_model():
-    from fedops.server.engine import RoundFailed
-
     server = _server({"name": "multi_krum", "num_byzantine": 2})
     before = server.params.clone()
     with pytest.raises(RoundFailed, match="multi_krum needs n > 2f \\+ 2.*n=6.*not changed"):
-        server.finish_round(1, selected=list(range(7)), received=[_msg(c, v) for c, v in HONEST.items()]
-                            + [_msg(6, [float("nan")] * 4)], reports={}, dropped={}, started=0.0)
+        finish(server, [msg(c, v) for c, v in HONEST.items()] + [msg(6, [float("nan")] * 4)])
     assert torch.equal(server.params, before)
 
 
@@ -92,8 +80,8 @@ def test_quality_config_refusals():
 def _bad_data_server(policy, **extra):
     cfg = parse_config({"partition": {"num_clients": 4}, "server": {"fraction": 1.0},
                         "quality": {"bad_data": policy, **extra}})
-    return FederatedServer(config=cfg, params=torch.zeros(2), num_clients=4,
-                           data_failures={3: ["expect_column_values_to_not_be_null[glucose]"]})
+    return Server(cfg, params=torch.zeros(2), num_clients=4,
+                  data_failures={3: ["expect_column_values_to_not_be_null[glucose]"]})
 
 
 GOOD = {0: [1.0, 0.0], 1: [0.0, 1.0], 2: [1.0, 1.0]}
@@ -101,15 +89,13 @@ GOOD = {0: [1.0, 0.0], 1: [0.0, 1.0], 2: [1.0, 1.0]}
 
 def test_bad_data_exclude_rejects_the_client_with_its_failed_expectations():
     server = _bad_data_server("exclude")
-    assert server.excluded(3) and not server.excluded(0)
-    # the flow does not train an excluded client, so nothing arrives from it
-    out = server.finish_round(1, selected=[0, 1, 2, 3], received=[_msg(c, v) for c, v in GOOD.items()],
-                              reports={}, dropped={}, started=0.0)
-    rows = {r["client_id"]: r for r in out.client_table}
+    plan = server.plan(1, selected=[0, 1, 2, 3])
+    assert plan.training == [0, 1, 2]  # the excluded client is not trained, so nothing arrives from it
+    m, rows = finish(server, [msg(c, v) for c, v in GOOD.items()], selected=[0, 1, 2, 3])
     assert rows[3]["status"] == "rejected" and "not_be_null[glucose]" in rows[3]["reason"]
     assert rows[3]["data_validation"] == "failed" and rows[0]["data_validation"] == "passed"
-    assert out.metrics["clients/rejected"] == 1 and out.metrics["clients/aggregated"] == 3
-    assert out.params.tolist() == pytest.approx([2 / 3, 2 / 3])
+    assert m["clients/rejected"] == 1 and m["clients/aggregated"] == 3
+    assert server.params.tolist() == pytest.approx([2 / 3, 2 / 3])
 
 
 @pytest.mark.parametrize("policy, expected", [
@@ -118,10 +104,8 @@ def test_bad_data_exclude_rejects_the_client_with_its_failed_expectations():
 ])
 def test_bad_data_downweight_and_keep(policy, expected):
     server = _bad_data_server(policy, bad_data_weight=0.5)
-    assert not server.excluded(3)
-    msgs = [_msg(c, v) for c, v in {**GOOD, 3: [4.0, 4.0]}.items()]
-    out = server.finish_round(1, selected=[0, 1, 2, 3], received=msgs, reports={}, dropped={}, started=0.0)
-    rows = {r["client_id"]: r for r in out.client_table}
+    assert server.plan(1, selected=[0, 1, 2, 3]).training == [0, 1, 2, 3]
+    _, rows = finish(server, [msg(c, v) for c, v in {**GOOD, 3: [4.0, 4.0]}.items()])
     assert rows[3]["status"] == "ok" and rows[3]["data_validation"] == "failed"
     assert rows[3].get("weight_factor", 1.0) == (0.5 if policy == "downweight" else 1.0)
-    assert out.params.tolist() == pytest.approx(expected)
+    assert server.params.tolist() == pytest.approx(expected)

@@ -1,5 +1,5 @@
-"""The simulator's attack step in the client runtime: which clients are malicious, data poisoning
-inside training, update crafting with the round's honest updates."""
+"""The simulator's attack step and malicious clients: which clients are malicious, data
+poisoning inside training, update crafting with the round's honest updates."""
 
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ import torch
 
 from fedops.client.runtime import ClientRuntime
 from fedops.config import ConfigError, parse_config
+from fedops.simulation.attack import AttackStep
 from fedops.types import ClientUpdate
 
 
@@ -24,6 +25,10 @@ def _runtime(attack, fraction):
     )
 
 
+def _step(rt):
+    return AttackStep.build(attack=rt.config.simulation.attack, malicious=rt.malicious, seed=rt.config.seed)
+
+
 def _updates(rt):
     g = torch.Generator().manual_seed(1)
     return {c: ClientUpdate(client_id=c, delta=torch.randn(rt.layout.size, generator=g), num_samples=10) for c in range(10)}
@@ -38,7 +43,7 @@ def test_the_malicious_set_is_seeded_and_sized():
 def test_sign_flip_rewrites_only_the_malicious_updates():
     rt = _runtime({"name": "sign_flip", "scale": 2.0}, 0.2)
     ups = _updates(rt)
-    out = rt.craft_attacks(round_idx=1, updates=ups, global_params=torch.zeros(rt.layout.size), num_selected=10)
+    out = _step(rt)(round_idx=1, updates=ups, global_params=torch.zeros(rt.layout.size), num_selected=10)
     for c in range(10):
         expected = -2.0 * ups[c].delta if c in rt.malicious else ups[c].delta
         assert torch.equal(out[c].delta, expected)
@@ -47,7 +52,7 @@ def test_sign_flip_rewrites_only_the_malicious_updates():
 def test_ipm_uses_the_mean_of_the_honest_updates():
     rt = _runtime({"name": "ipm", "epsilon": 0.5}, 0.2)
     ups = _updates(rt)
-    out = rt.craft_attacks(round_idx=1, updates=ups, global_params=torch.zeros(rt.layout.size), num_selected=10)
+    out = _step(rt)(round_idx=1, updates=ups, global_params=torch.zeros(rt.layout.size), num_selected=10)
     honest = torch.stack([ups[c].delta for c in range(10) if c not in rt.malicious]).mean(dim=0)
     for c in rt.malicious:
         assert torch.allclose(out[c].delta, -0.5 * honest, atol=1e-6)
@@ -63,7 +68,7 @@ def test_label_flip_poisons_the_training_data_of_malicious_clients_only():
                            honest_rt.train(round_idx=1, client_id=bad, global_params=params).delta)
     assert torch.equal(rt.train(round_idx=1, client_id=good, global_params=params).delta,
                        honest_rt.train(round_idx=1, client_id=good, global_params=params).delta)
-    assert not rt.crafts_updates  # a data attack: updates are sent as trained
+    assert _step(rt) is None  # a data attack: updates are sent as trained, no attack step
 
 
 def test_attack_config_refusals():

@@ -1,0 +1,46 @@
+"""Named kill points for crash tests (fault injection, as etcd's and TiKV's failpoints).
+
+``FEDOPS_FAILPOINTS="client.train@2,checkpoint.renamed@4"`` makes the process SIGKILL itself the
+first time it reaches ``client.train`` in round 2, or ``checkpoint.renamed`` in round 4. Without the
+variable every :func:`hit` is a dictionary lookup that does nothing. The crash-resume tests use it
+to stop a real training process at exact points of a round, then run it again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "FEDOPS_FAILPOINTS"
+POINTS = (
+    "run.started",  # the tracking run exists, before the first checkpoint
+    "client.train",  # inside a client's local training (after its SGD, before it returns)
+    "round.trained",  # every client job of the round has returned
+    "server.aggregate",  # in the server's aggregation step
+    "round.evaluate",  # inside the evaluation of the global model
+    "checkpoint.written",  # the new state file is on disk (fsynced), not yet renamed
+    "checkpoint.renamed",  # the state file is renamed, the manifest still names the previous one
+    "tracking.artifacts",  # the round's client table is logged, its metrics are not
+    "round.tracked",  # the round is checkpointed and tracked, the next round has not started
+    "run.registering",  # the final model is logged, not yet registered
+)
+
+
+def _parse(spec: str) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, at = item.partition("@")
+        if name not in POINTS:
+            raise ValueError(f"{ENV}: unknown failpoint {name!r}; known: {', '.join(POINTS)}")
+        out[name] = int(at) if at else None
+    return out
+
+
+def hit(name: str, *, round_idx: int | None = None) -> None:
+    """SIGKILL this process if ``name`` (in ``round_idx``, when the spec names a round) is armed."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    armed = _parse(spec)
+    if name in armed and (armed[name] is None or armed[name] == round_idx):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,288 @@
+"""One federated round, in one place (see ``../shared/DESIGN.md``: one round, as data).
+
+:class:`FederatedRun` owns a training job's round and everything that lives across rounds::
+
+    select (server)                              -> who trains; the DP clip norm goes with the model
+    broadcast                                    -> the global model, shared once with the executor
+    client work (executor.map)                   -> local training per client
+    simulated attack (simulator, coordinator)    -> malicious clients rewrite their updates
+    client uplink (per client)                   -> [DP clip] -> encode | project -> [DP clip] -> fixed point
+    transport                                    -> in the clear, or secure aggregation (only the sum)
+    server update path                           -> decode -> validate -> [filter] -> aggregate (DP wraps it)
+                                                    -> [anomaly scores] -> server optimiser -> download
+    evaluate (executor.map over test shards)     -> test metrics
+    release                                      -> the round's record: only what the policy lets out
+
+The Prefect flow, the in-process simulation and the benchmarks all drive this object through
+:func:`fedops.round.loop.run_training`; they differ only in the executor and the observers.
+Its state (:meth:`state_dict`) is one serialisable mapping, checkpointed after every round, so a
+resumed run draws exactly what an uninterrupted one draws: every random stream derives from
+(seed, stream, round, client), or, for privacy randomness, from the OS CSPRNG.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from fedops import failpoints
+from fedops.client.runtime import torch_threads
+from fedops.client.uplink import Uplink
+from fedops.config import Config
+from fedops.errors import RoundFailed
+from fedops.evaluation import summarize
+from fedops.privacy.randomness import PrivacyRandomness
+from fedops.rng import STREAM_MODEL_INIT, derive_seed
+from fedops.round.executor import Executor, describe_failure
+from fedops.round.jobs import EVALUATE, TRAIN
+from fedops.round.release import ReleasePolicy, RoundRecord
+from fedops.round.transport import transport_for
+from fedops.round.world import World
+from fedops.server.server import RoundPlan, Server
+from fedops.simulation.attack import AttackStep
+
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True, eq=False)
+class RoundOutcome:
+    """Everything a round computed, before release (never handed to observers as is)."""
+
+    round_idx: int
+    metrics: dict[str, float]
+    rows: list[dict[str, Any]]
+    params: torch.Tensor
+
+
+class FederatedRun:
+    """A training job's rounds over one simulated world, and the state that lives across them."""
+
+    def __init__(self, config: Config, world: World) -> None:
+        self.config = config
+        self.world = world
+        runtime = world.runtime
+        self.layout = runtime.layout
+        self.num_clients = runtime.num_clients
+        self.data_failures = dict(world.data_failures)
+        self.randomness = PrivacyRandomness(seeded=config.privacy.randomness == "seeded", seed=config.seed)
+        self.uplink = Uplink.from_config(config, max_samples=max(runtime.sizes()))
+        self.attack = AttackStep.build(attack=config.simulation.attack, malicious=runtime.malicious, seed=config.seed)
+        self.transport = transport_for(config)
+        self.release = ReleasePolicy.from_config(config)
+        self.local_ledgers = None
+        if config.privacy.mode == "local":
+            from fedops.privacy.accountant import ClientLedgers
+
+            self.local_ledgers = ClientLedgers(config.privacy.accountant, config.privacy.delta)
+        # the server's model instance on the coordinator (initial weights, backdoor accuracy, the final model)
+        self.eval_device = runtime.devices[0]
+        self.model = runtime.new_model(seed=derive_seed(config.seed, STREAM_MODEL_INIT))
+        root = None
+        if getattr(config.server.aggregator, "needs_reference", False):
+            from fedops.server.root import RootSet
+
+            root = RootSet.draw(config, x_train=runtime.x_train, y_train=runtime.y_train, layout=self.layout,
+                                model=runtime.new_model(seed=0), device=self.eval_device)
+        self.server = Server(config, params=self.layout.flatten(self.model), num_clients=self.num_clients,
+                             layout=self.layout, data_failures=self.data_failures, randomness=self.randomness, root=root)
+        # state across rounds (with the server's)
+        self.round_idx = 0
+        self.codec_states: dict[int, Any] = {}
+        """Each client's codec state (error feedback's residual): on its device in a deployment,
+        kept here for the simulated clients so that it is checkpointed with the run."""
+        self.local_epsilon_max = 0.0
+        self.history: list[dict[str, float]] = []
+        self.last_record: RoundRecord | None = None
+        self.last_outcome: RoundOutcome | None = None
+        self.stopped: str | None = None
+        self.extras: dict[str, Any] = {}
+        """Observers' own facts that must survive a restart (the tracking run id, ...)."""
+        self._shared: dict[tuple[int, str], Any] = {}
+
+    # --- facts -------------------------------------------------------------------------------
+    @property
+    def rounds(self) -> int:
+        return self.config.server.rounds
+
+    @property
+    def params(self) -> torch.Tensor:
+        return self.server.params
+
+    @property
+    def dp(self):
+        return self.server.dp
+
+    def epsilon(self) -> float | None:
+        return None if self.dp is None else self.dp.epsilon()
+
+    def stop_reason(self) -> str | None:
+        return self.server.stop_reason()
+
+    def privacy_disclosure(self) -> dict[str, Any]:
+        """What a DP run must disclose: unit, mechanism, accountant and its version, parameters,
+        where its randomness comes from, and what the run releases."""
+        p = self.config.privacy
+        base = {"mode": p.mode, "randomness": self.randomness.source, "release": self.release.describe()}
+        if p.mode == "local":
+            return {**base, "unit": "sample-level, per client (DP-SGD inside each client)",
+                    "mechanism": "Opacus DP-SGD: per-sample clipping to local_max_grad_norm, Gaussian noise",
+                    "accountant": p.accountant, "delta": p.delta, "noise_multiplier": p.local_noise_multiplier,
+                    "max_grad_norm": p.local_max_grad_norm}
+        if self.dp is None:
+            return base
+        ledger = self.dp.ledger.disclosure()
+        return {
+            **base,
+            "unit": "client-level (one client's whole update per round)",
+            "mechanism": "DP-FedAvg: clip to C, Gaussian noise sigma*C on the sum, fixed denominator q*N",
+            "composition": (
+                "secure aggregation: each client clips to C on its device before masking (quantised norm <= C); "
+                "the server adds the noise to the unmasked sum" if self.config.secagg.enabled
+                else "each client clips to C before encoding and sends 1[norm <= C]; the server clips the decoded "
+                "updates again (a codec may change the norm), then noises their sum"),
+            "accountant": ledger["accountant"],
+            "opacus_version": ledger["opacus_version"],
+            "delta": p.delta,
+            "noise_multiplier": self.server.noise_multiplier,
+            "noise_multiplier_solved_for_target": p.noise_multiplier is None,
+            "clipping": (f"adaptive: initial C {p.clip_norm}, target quantile {p.target_quantile}, "
+                         f"clip lr {p.clip_lr}, count stddev {p.clip_count_stddev or 'cohort/20'}")
+            if p.adaptive_clipping else f"fixed C = {p.clip_norm}",
+            "sample_rate": self.server.selection.sample_rate,
+            "sampling": "Poisson: each client independently with probability q",
+            "population": self.num_clients,
+            "rounds_planned": self.rounds,
+            "target_epsilon": p.target_epsilon,
+        }
+
+    # --- the round ---------------------------------------------------------------------------
+    def _share(self, executor: Executor, name: str, value: Any) -> Any:
+        key = (id(executor), name)
+        if key not in self._shared:
+            self._shared[key] = executor.share(value)
+        return self._shared[key]
+
+    def run_round(self, round_idx: int, executor: Executor, *, evaluate: bool) -> RoundRecord:
+        if round_idx != self.round_idx + 1:
+            raise ValueError(f"round {round_idx} cannot follow round {self.round_idx}")
+        started = time.perf_counter()
+        plan = self.server.plan(round_idx)
+        runtime = self._share(executor, "runtime", self.world.runtime)
+        trained = executor.map(TRAIN, plan.training, round_idx=round_idx,
+                               shared={"runtime": runtime, "params": executor.share(self.params)})
+        failpoints.hit("round.trained", round_idx=round_idx)
+        t_clients = time.perf_counter()
+        with torch_threads(1):  # coordinator math: one reduction order, whichever executor ran the clients
+            updates = {cid: trained.results[cid] for cid in sorted(trained.results)}
+            if self.attack is not None:  # the simulator's malicious clients rewrite their updates
+                updates = self.attack(round_idx=round_idx, updates=updates, global_params=self.params,
+                                      num_selected=len(plan.selected))
+            rows = self.server.rows(plan, trained.failures)
+            messages = []
+            for update in updates.values():
+                try:
+                    messages.append(self._upload(plan, update, rows))
+                except ValueError as exc:  # e.g. a non-finite update cannot be put into fixed point
+                    rows[update.client_id].update(status="dropped", reason=f"upload failed: {describe_failure(exc)}")
+            delivery = self.transport.deliver(round_idx, messages)
+            metrics = self.server.finish(plan, delivery, rows)
+        if self.local_ledgers is not None:
+            metrics["privacy/local_epsilon_max"] = self.local_epsilon_max
+        t_server = time.perf_counter()
+        if evaluate:
+            metrics.update(self._evaluate(round_idx, executor, runtime))
+        done = time.perf_counter()
+        metrics.update({"time/round_s": done - started, "time/clients_s": t_clients - started,
+                        "time/server_s": t_server - t_clients, "time/eval_s": done - t_server})
+        outcome = RoundOutcome(round_idx, metrics, [rows[c] for c in sorted(rows)], self.params)
+        self.round_idx = round_idx
+        self.last_outcome = outcome  # in process only (diagnostics, tests); observers get the record
+        record = RoundRecord(round=round_idx, metrics=self.release.metrics(outcome.metrics),
+                             client_table=self.release.client_table(outcome.rows),
+                             timestamp_ms=int(time.time() * 1000))
+        self.history.append({"round": round_idx, **record.metrics})
+        self.last_record = record
+        return record
+
+    def _upload(self, plan: RoundPlan, update, rows: dict[int, dict[str, Any]]):
+        """One client's side after training: its report and its upload (the uplink steps)."""
+        cid = update.client_id
+        report: dict[str, Any] = {**update.metrics, "num_samples": update.num_samples,
+                                  "wall_time_s": update.wall_time_s, "update_norm": float(update.delta.norm()),
+                                  "device": str(self.world.runtime.device_for(cid))}
+        if self.local_ledgers is not None:
+            p = self.config.privacy
+            report["epsilon"] = self.local_ledgers.record(
+                cid, noise_multiplier=p.local_noise_multiplier, sample_rate=update.metrics["sample_rate"],
+                steps=int(update.metrics["steps"]))
+            self.local_epsilon_max = max(self.local_epsilon_max, report["epsilon"])
+        out = self.uplink.send(update, ctx=self.server.ctx(plan.round_idx, cid), clip_norm=plan.clip_norm,
+                               codec_state=self.codec_states.get(cid))
+        if out.codec_state is not None:
+            self.codec_states[cid] = out.codec_state
+        rows[cid].update({**report, **out.report})
+        return out.message()
+
+    def _evaluate(self, round_idx: int, executor: Executor, runtime: Any) -> dict[str, float]:
+        testset = self.world.testset
+        bounds = testset.shards(self.config.execution.max_workers)
+        shared = {"runtime": runtime, "testset": self._share(executor, "testset", testset),
+                  "params": executor.share(self.params), "bounds": bounds}
+        result = executor.map(EVALUATE, list(range(len(bounds))), round_idx=round_idx, shared=shared)
+        if result.failures:
+            shard, why = next(iter(result.failures.items()))
+            raise RoundFailed(f"round {round_idx}: evaluating test shard {shard} failed: {why}")
+        ev = summarize([result.results[i] for i in range(len(bounds))])
+        metrics = {"test/accuracy": ev["accuracy"], "test/loss": ev["loss"]}
+        if self.config.simulation.attack.name == "backdoor":
+            from fedops.attacks import backdoor_accuracy
+
+            with torch_threads(self.config.execution.threads_per_worker()):
+                x, y = testset.on(self.eval_device)
+                metrics["test/backdoor_accuracy"] = backdoor_accuracy(self.final_model(), x, y,
+                                                                      attack=self.config.simulation.attack)
+        return metrics
+
+    def final_model(self) -> torch.nn.Module:
+        """The server's model instance holding the current global parameters."""
+        self.model.to(self.eval_device)
+        self.layout.load_into(self.model, self.params.to(self.eval_device))
+        return self.model
+
+    # --- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "round": self.round_idx,
+            "server": self.server.state_dict(),
+            "local_ledgers": None if self.local_ledgers is None else self.local_ledgers.state_dict(),
+            "codec_states": dict(self.codec_states),
+            "local_epsilon_max": self.local_epsilon_max,
+            "history": [dict(h) for h in self.history],
+            "last_record": None if self.last_record is None else self.last_record.to_state(),
+            "stopped": self.stopped,
+            "extras": dict(self.extras),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"run state format {state.get('format')!r} is not {STATE_FORMAT}")
+        self.server.load_state_dict(state["server"])
+        self.round_idx = int(state["round"])
+        if self.local_ledgers is not None:
+            self.local_ledgers.load_state_dict(state["local_ledgers"] or {})
+        self.codec_states = {int(k): v for k, v in state["codec_states"].items()}
+        self.local_epsilon_max = float(state["local_epsilon_max"])
+        self.history = [dict(h) for h in state["history"]]
+        self.last_record = None if state["last_record"] is None else RoundRecord.from_state(state["last_record"])
+        self.stopped = state["stopped"]
+        self.extras = dict(state["extras"])
+
+
+def default_schedule(config: Config) -> Callable[[int], bool]:
+    """Evaluate every ``server.eval_every`` rounds and after the last round."""
+    every, last = config.server.eval_every, config.server.rounds
+    return lambda r: r % every == 0 or r == last

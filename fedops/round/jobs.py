@@ -1,0 +1,36 @@
+"""The work a round hands to its executor: a client's local training, and one shard of the test
+set's evaluation. Module-level functions, so they pickle by reference to worker processes."""
+
+from __future__ import annotations
+
+import torch
+
+from fedops import failpoints
+from fedops.client.runtime import ClientRuntime, torch_threads
+from fedops.evaluation import TestSet, evaluation_sums
+from fedops.round.executor import Job
+from fedops.types import ClientUpdate
+
+
+def train_client(client_id: int, *, round_idx: int, runtime: ClientRuntime, params: torch.Tensor) -> ClientUpdate:
+    """One client's local training from the global ``params`` (the client's side of a round)."""
+    update = runtime.train(round_idx=round_idx, client_id=client_id, global_params=params)
+    failpoints.hit("client.train", round_idx=round_idx)
+    return update
+
+
+def evaluate_shard(shard: int, *, round_idx: int, runtime: ClientRuntime, testset: TestSet, params: torch.Tensor,
+                   bounds: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """Evaluation sums of ``params`` on one contiguous slice of the server's test set."""
+    failpoints.hit("round.evaluate", round_idx=round_idx)
+    lo, hi = bounds[shard]
+    device = runtime.devices[0]
+    with torch_threads(runtime.config.execution.threads_per_worker()):
+        model = runtime.thread_model(device)
+        runtime.layout.load_into(model, params.to(device))
+        x, y = testset.on(device)
+        return evaluation_sums(model, x[lo:hi], y[lo:hi], num_classes=testset.num_classes)
+
+
+TRAIN = Job(name="train-client", item="client", fn=train_client)
+EVALUATE = Job(name="evaluate-shard", item="shard", fn=evaluate_shard)

@@ -1,0 +1,75 @@
+"""How the round's uploads reach the server: in the clear, or through secure aggregation.
+
+Secure aggregation is a protocol between all of a round's clients and the server (Bonawitz et
+al. 2017 on SecAgg+'s neighbour graph, :mod:`fedops.secagg`); here it runs as a one-process
+simulation of clients, network and server. What comes out is only what the server learns: the
+unmasked sum, who survived and why the others dropped, and the bytes each party sent. Clients'
+secrets (keys, self-mask seeds, Shamir coefficients) come from the OS CSPRNG; the simulation's
+own choices (the neighbour graph, which clients drop) are seeded per round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedops.config import Config
+from fedops.errors import RoundFailed
+from fedops.rng import STREAM_SECAGG, derive_seed
+from fedops.types import EncodedUpdate
+
+
+@dataclass(frozen=True, eq=False)
+class Delivery:
+    """What the server receives: individual messages (plain) or a secure sum and its facts."""
+
+    messages: list[EncodedUpdate]
+    secure: object | None = None  # fedops.secagg.SecAggResult
+    survivors: list[int] | None = None
+    dropped: dict[int, str] | None = None
+    bytes_up: dict[int, int] | None = None
+    seconds: float = 0.0
+
+
+class PlainTransport:
+    name = "plain"
+
+    def deliver(self, round_idx: int, messages: list[EncodedUpdate]) -> Delivery:
+        return Delivery(messages=sorted(messages, key=lambda m: m.client_id))
+
+
+@dataclass(frozen=True)
+class SecureTransport:
+    """SecAgg(+) over the round's fixed-point vectors; an abort fails the round (nothing unmasked)."""
+
+    config: Config
+    name: str = "secagg"
+
+    def deliver(self, round_idx: int, messages: list[EncodedUpdate]) -> Delivery:
+        from fedops.secagg import SecAggAborted, default_k, default_threshold, sample_dropouts, secure_sum
+
+        sa = self.config.secagg
+        inputs = {m.client_id: m.payload for m in messages}
+        n = len(inputs)
+        if n < 2:
+            raise RoundFailed(
+                f"round {round_idx}: secure aggregation needs at least 2 clients with an update, got {n}; "
+                "nothing was unmasked and the global model was not changed"
+            )
+        k = None if sa.complete_graph else (sa.neighbours or default_k(n))
+        threshold = sa.threshold or default_threshold(k if k is not None else max(n - 1, 1))
+        seed = derive_seed(self.config.seed, STREAM_SECAGG, round_idx)
+        drop = (sample_dropouts(sorted(inputs), fraction=sa.dropout_fraction, stage=sa.dropout_stage, seed=seed)
+                if sa.dropout_fraction > 0 else None)
+        try:
+            result = secure_sum(inputs, bits=sa.bits, threshold=threshold, k=k, seed=seed, drop_after=drop)
+        except SecAggAborted as exc:
+            raise RoundFailed(
+                f"round {round_idx}: secure aggregation aborted ({exc}); nothing was unmasked and the global "
+                "model was not changed"
+            ) from None
+        return Delivery(messages=[], secure=result, survivors=sorted(result.survivors), dropped=dict(result.dropped),
+                        bytes_up=dict(result.bytes_up), seconds=float(result.timings.get("total", 0.0)))
+
+
+def transport_for(config: Config) -> PlainTransport | SecureTransport:
+    return SecureTransport(config) if config.secagg.enabled else PlainTransport()
