@@ -410,6 +410,12 @@ class Config(Section):
                 f"secagg.enabled hides individual updates, so server.aggregator = "
                 f"{self.server.aggregator.name!r} (which needs them) cannot run; use fedavg"
             )
+        if self.server.aggregator.name != "fedavg":
+            raise ValueError(
+                f"secagg.enabled gives the server only the sum of the updates, which it averages with FedAvg; "
+                f"server.aggregator = {self.server.aggregator.name!r} would have to run on each client before "
+                "masking, which fedops does not do: use fedavg"
+            )
         if self.quality.norm_multiple is not None or self.quality.anomaly_scores:
             raise ValueError(
                 "secagg.enabled hides individual updates, so the per-client checks quality.norm_multiple and "

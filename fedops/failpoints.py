@@ -13,7 +13,7 @@ import signal
 
 ENV = "FEDOPS_FAILPOINTS"
 POINTS = (
-    "run.started",  # the tracking run exists, before the first checkpoint
+    "run.started",  # the observers have started (the tracking run exists), before the first checkpoint
     "client.train",  # inside a client's local training (after its SGD, before it returns)
     "round.trained",  # every client job of the round has returned
     "server.aggregate",  # in the server's aggregation step

@@ -5,6 +5,7 @@ checkpointed round; ``fresh=True`` starts over. All round logic lives in :mod:`f
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from prefect import flow
@@ -19,20 +20,28 @@ from flows.stages import _cfg
 
 
 class PrefectFlowRuns:
-    """Observer that remembers this job's Prefect flow runs; on resume, a previous flow run that a
-    killed process left Running is set to Crashed."""
+    """Observer that tags this flow run with its job (the checkpoint directory) and, when a job
+    starts or is discarded, sets to Crashed any other flow run of the same job still Running: a
+    process that held the job's checkpoint lock and was killed (SIGKILL leaves no chance to say so)."""
+
+    def __init__(self, job: str) -> None:
+        self.tag = "fedops-job:" + hashlib.sha256(job.encode()).hexdigest()[:12]
 
     def abandoned(self, extras: dict[str, Any]) -> None:
-        self._crash(extras.get("prefect_flow_runs", []), "discarded by a later attempt (--fresh)")
+        self._sweep("discarded by a later attempt (--fresh)")
 
     def started(self, run, *, resumed_from: int | None) -> None:
         from prefect.runtime import flow_run
 
-        previous = list(run.extras.get("prefect_flow_runs", []))
-        if resumed_from is not None:
-            self._crash(previous, f"its process was killed; resumed from round {resumed_from} by flow run {flow_run.id}")
-        if flow_run.id:
-            run.extras["prefect_flow_runs"] = previous + [str(flow_run.id)]
+        if not flow_run.id:
+            return
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            mine = client.read_flow_run(flow_run.id)
+            client.update_flow_run(flow_run.id, tags=sorted({*mine.tags, self.tag}))
+        self._sweep(f"its process ended without reporting (killed); the job continued in flow run {flow_run.id}"
+                    + (f", resumed from round {resumed_from}" if resumed_from is not None else ""))
 
     def round_done(self, run, record) -> None:
         pass
@@ -43,21 +52,24 @@ class PrefectFlowRuns:
     def failed(self, run, *, status: str, error: BaseException) -> None:
         pass
 
-    @staticmethod
-    def _crash(ids: list[str], message: str) -> None:
-        if not ids:
-            return
+    def _sweep(self, message: str) -> None:
         from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.runtime import flow_run
         from prefect.states import Crashed
 
+        running = FlowRunFilter(tags=FlowRunFilterTags(all_=[self.tag]),
+                                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])))
         with get_client(sync_client=True) as client:
-            for flow_run_id in ids:
-                try:
-                    state = client.read_flow_run(flow_run_id).state
-                except Exception:  # the run may live in another Prefect database
-                    continue
-                if state is not None and state.is_running():
-                    client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+            for other in client.read_flow_runs(flow_run_filter=running):
+                if str(other.id) != str(flow_run.id):
+                    client.set_flow_run_state(other.id, Crashed(message=message), force=True)
 
 
 def checkpoint_store(cfg: Config, paths: Paths, manifest_sha256: str) -> CheckpointStore:
@@ -74,7 +86,7 @@ def federated_training(config: dict[str, Any], workdir: str = ".", fresh: bool =
     run = FederatedRun(cfg, world)
     checkpoints = checkpoint_store(cfg, paths, world.manifest_sha256)
     outputs = WorkdirOutputs(paths)
-    observers = [PrefectFlowRuns(), MlflowObserver(config=cfg, paths=paths, checkpoint_dir=checkpoints.directory,
+    observers = [PrefectFlowRuns(str(checkpoints.directory)), MlflowObserver(config=cfg, paths=paths, checkpoint_dir=checkpoints.directory,
                                                    executor=cfg.execution.executor), outputs]
     run_training(run, executor_for(cfg), checkpoints=checkpoints, observers=observers, fresh=fresh)
     return outputs.summary

@@ -148,12 +148,6 @@ class CheckpointStore:
                 old.unlink(missing_ok=True)
         return path
 
-    def mark_finished(self) -> None:
-        manifest = self.manifest()
-        if manifest is not None and not manifest.get("finished"):
-            manifest["finished"] = True
-            _write_durable(json.dumps(manifest, indent=1).encode(), self.manifest_path)
-
     def clear(self) -> None:
         """Remove the state files and the manifest (the lock file stays while it is held)."""
         if not self.directory.is_dir():

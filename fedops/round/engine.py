@@ -42,7 +42,7 @@ from fedops.round.release import ReleasePolicy, RoundRecord
 from fedops.round.transport import transport_for
 from fedops.round.world import World
 from fedops.server.server import RoundPlan, Server
-from fedops.simulation.attack import AttackStep
+from fedops.attacks.step import AttackStep
 
 STATE_FORMAT = 1
 

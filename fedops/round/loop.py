@@ -117,9 +117,9 @@ def _train(run, executor, checkpoints, observers, schedule, stop_when, resumed_f
     try:
         for obs in observers:
             obs.started(run, resumed_from=resumed_from)
+        failpoints.hit("run.started")
         if checkpoints is not None and resumed_from is None:
             checkpoints.save(run.state_dict(), round_idx=0)  # the observers' ids survive a crash from here on
-        failpoints.hit("run.started")
         progress.emit("start", rounds=run.rounds, resumed_from=resumed_from, extras=dict(run.extras))
         while run.round_idx < run.rounds:
             r = run.round_idx + 1
@@ -144,8 +144,8 @@ def _train(run, executor, checkpoints, observers, schedule, stop_when, resumed_f
                                 digest=params_digest(run.params), resumed_from=resumed_from, extras=dict(run.extras))
         for obs in observers:
             obs.finished(run, result)
-        if checkpoints is not None:
-            checkpoints.mark_finished()
+        if checkpoints is not None:  # the final state, with what the observers recorded at the end
+            checkpoints.save(run.state_dict(), round_idx=run.round_idx, finished=True)
         progress.emit("end", ok=True)
         return result
     except BaseException as exc:

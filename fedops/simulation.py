@@ -1,8 +1,7 @@
 """The in-process simulation: a training job's rounds run one client after another in this
 process, with no orchestration and no tracking (benchmarks, paper replications, tests). It is
 the same round (:class:`fedops.round.FederatedRun`) and the same loop
-(:func:`fedops.round.run_training`) as the Prefect flow, with the sequential executor; the
-simulator-only parts (attacks) live beside it in this package."""
+(:func:`fedops.round.run_training`) as the Prefect flow, with the sequential executor."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The simulator's attack step: after training, the round's malicious clients replace their
+"""The simulator's attack step in the round: after training, the round's malicious clients replace their
 updates (they collude and see the round's honest updates, as ALIE and IPM assume). It runs between
 local training and the clients' uplink, on the coordinator; which clients are malicious is the
 simulator's ground truth (``ClientRuntime.malicious``), never given to server-side code.

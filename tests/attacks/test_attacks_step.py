@@ -7,7 +7,7 @@ import torch
 
 from fedops.client.runtime import ClientRuntime
 from fedops.config import ConfigError, parse_config
-from fedops.simulation.attack import AttackStep
+from fedops.attacks.step import AttackStep
 from fedops.types import ClientUpdate
 
 
