@@ -1,9 +1,10 @@
 """Named kill points for crash tests (fault injection, as etcd's and TiKV's failpoints).
 
-``FEDOPS_FAILPOINTS="client.train@2,checkpoint.renamed@4"`` makes the process SIGKILL itself the
-first time it reaches ``client.train`` in round 2, or ``checkpoint.renamed`` in round 4. Without the
-variable every :func:`hit` is a dictionary lookup that does nothing. The crash-resume tests use it
-to stop a real training process at exact points of a round, then run it again.
+``FEDOPS_FAILPOINTS="client.train@2,checkpoint.renamed@4"`` makes the process SIGKILL itself when
+it reaches ``client.train`` in round 2, or ``checkpoint.renamed`` in round 4; ``round.tracked@2=term``
+sends SIGTERM instead (what ``timeout``, systemd and Kubernetes send first). Without the variable
+every :func:`hit` returns at once. The crash-resume tests use it to stop a real training process at
+exact points of a round, then run it again.
 """
 
 from __future__ import annotations
@@ -26,21 +27,27 @@ POINTS = (
 )
 
 
-def _parse(spec: str) -> dict[str, int | None]:
-    out: dict[str, int | None] = {}
+SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
+
+
+def _parse(spec: str) -> dict[str, tuple[int | None, signal.Signals]]:
+    out: dict[str, tuple[int | None, signal.Signals]] = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
+        item, _, how = item.partition("=")
         name, _, at = item.partition("@")
         if name not in POINTS:
             raise ValueError(f"{ENV}: unknown failpoint {name!r}; known: {', '.join(POINTS)}")
-        out[name] = int(at) if at else None
+        if (how or "kill") not in SIGNALS:
+            raise ValueError(f"{ENV}: {item}={how}: expected =kill or =term")
+        out[name] = (int(at) if at else None, SIGNALS[how or "kill"])
     return out
 
 
 def hit(name: str, *, round_idx: int | None = None) -> None:
-    """SIGKILL this process if ``name`` (in ``round_idx``, when the spec names a round) is armed."""
+    """Signal this process if ``name`` (in ``round_idx``, when the spec names a round) is armed."""
     spec = os.environ.get(ENV)
     if not spec:
         return
     armed = _parse(spec)
-    if name in armed and (armed[name] is None or armed[name] == round_idx):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if name in armed and armed[name][0] in (None, round_idx):
+        os.kill(os.getpid(), armed[name][1])

@@ -2,14 +2,15 @@
 registration) against the same SGD steps in a bare PyTorch loop, in one process, side by side.
 
 The bare loop is the physical limit of the simulation: the same clients, the same minibatch
-order, the same weighted averaging, written as plain torch with no fedops code on its hot path,
-run at its own best thread setting (all cores in one thread).  Both final models are compared, to
-show the two runs really did the same steps.
+order, the same weighted averaging, written as plain torch with no fedops code on its hot path.
+It runs with one torch thread (on a busy 2-core machine a 2-thread torch loop is erratic), once in
+this process and once split over ``execution.max_workers`` single-threaded worker processes; the
+faster of the two is the baseline and both are printed. The final models are compared, to show
+the runs really did the same steps.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,60 +32,104 @@ def prepare(cfg: Config, workdir: Path) -> None:
         run_stage(stage, cfg, str(workdir))
 
 
-def bare_loop(cfg: Config, workdir: Path) -> tuple[float, float, float, torch.Tensor]:
-    """Plain PyTorch FedAvg with the pipeline's exact client selection and batch order, and the
-    same test-set evaluation at the same cadence (timed apart).
-    Returns (total s, eval s, final test accuracy, final params)."""
+_WORKER: dict[str, Any] = {}
+
+
+def _load(cfg: Config, workdir: Path) -> dict[str, Any]:
     from fedops.partition import load_manifest
 
     raw = cfg.data.load_raw(workdir / "data" / "raw" / cfg.data.name)
     bundle = cfg.data.to_bundle(raw)
     part, _ = load_manifest(workdir / "data" / "partitions" / "manifest.json")
-    x, y = bundle.x_train, bundle.y_train
-    idx = [torch.tensor(np.asarray(ix), dtype=torch.long) for ix in part.indices]
     model = cfg.model.build(input_shape=bundle.input_shape, num_classes=bundle.num_classes,
                             seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
-    global_state = {k: v.clone() for k, v in model.state_dict().items()}
-    k = len(idx)
-    per_round = max(1, round(cfg.server.fraction * k))
+    return {"cfg": cfg, "x": bundle.x_train, "y": bundle.y_train, "model": model,
+            "x_test": bundle.x_test, "y_test": bundle.y_test,
+            "idx": [torch.tensor(np.asarray(ix), dtype=torch.long) for ix in part.indices]}
+
+
+def _train_clients(data: dict[str, Any], global_state: dict[str, torch.Tensor], r: int, clients: list[int]):
+    """Plain local SGD for ``clients`` from ``global_state``: (sample-weighted sum of their states, samples)."""
+    cfg, model, x, y = data["cfg"], data["model"], data["x"], data["y"]
     c = cfg.client
-    torch.set_num_threads(os.cpu_count() or 1)
-    x_test, y_test = bundle.x_test, bundle.y_test
-    eval_s, accuracy = 0.0, float("nan")
-    start = time.perf_counter()
-    for r in range(1, cfg.server.rounds + 1):
-        chosen = np.sort(numpy_rng(cfg.seed, STREAM_SELECTION, r).choice(k, size=per_round, replace=False))
-        acc = {name: torch.zeros_like(v, dtype=torch.float64) for name, v in global_state.items()}
-        total = 0
-        for cid in chosen:
-            model.load_state_dict(global_state)
-            opt = torch.optim.SGD(model.parameters(), lr=c.lr)
-            gen = torch_generator(cfg.seed, STREAM_CLIENT, r, int(cid))
-            ix = idx[cid]
-            n = ix.numel()
-            for _ in range(c.epochs):
-                order = ix[torch.randperm(n, generator=gen)]
-                for b in range(0, n, c.batch_size):
-                    bi = order[b : b + c.batch_size]
-                    loss = F.cross_entropy(model(x[bi]), y[bi])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-            for name, v in model.state_dict().items():
-                acc[name] += n * v.double()
-            total += n
-        global_state = {name: (v / total).float() for name, v in acc.items()}
-        if r % cfg.server.eval_every == 0 or r == cfg.server.rounds:
-            t0 = time.perf_counter()
-            model.load_state_dict(global_state)
-            model.eval()
-            with torch.inference_mode():
-                correct = sum(int((model(x_test[i : i + 512]).argmax(1) == y_test[i : i + 512]).sum())
-                              for i in range(0, x_test.shape[0], 512))
-            accuracy = correct / x_test.shape[0]
-            model.train()
-            eval_s += time.perf_counter() - t0
-    seconds = time.perf_counter() - start
+    acc = {name: torch.zeros_like(v, dtype=torch.float64) for name, v in global_state.items()}
+    total = 0
+    for cid in clients:
+        model.load_state_dict(global_state)
+        opt = torch.optim.SGD(model.parameters(), lr=c.lr)
+        gen = torch_generator(cfg.seed, STREAM_CLIENT, r, int(cid))
+        ix = data["idx"][cid]
+        n = ix.numel()
+        for _ in range(c.epochs):
+            order = ix[torch.randperm(n, generator=gen)]
+            for b in range(0, n, c.batch_size):
+                bi = order[b : b + c.batch_size]
+                loss = F.cross_entropy(model(x[bi]), y[bi])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        for name, v in model.state_dict().items():
+            acc[name] += n * v.double()
+        total += n
+    return acc, total
+
+
+def _worker_init(cfg_params: dict[str, Any], workdir: str) -> None:
+    from fedops.config import parse_config
+
+    torch.set_num_threads(1)
+    _WORKER.update(_load(parse_config(cfg_params), Path(workdir)))
+
+
+def _worker_round(global_state, r, clients):
+    return _train_clients(_WORKER, global_state, r, clients)
+
+
+def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1) -> tuple[float, float, float, torch.Tensor]:
+    """Plain PyTorch FedAvg with the pipeline's exact client selection and batch order, and the
+    same test-set evaluation at the same cadence (timed apart), with one torch thread: in this
+    process (``processes=1``), or with each round's clients split over ``processes``
+    single-threaded worker processes. Returns (total s, eval s, final test accuracy, final params)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    data = _load(cfg, workdir)
+    model = data["model"]
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    k = len(data["idx"])
+    per_round = max(1, round(cfg.server.fraction * k))
+    torch.set_num_threads(1)
+    x_test, y_test = data["x_test"], data["y_test"]
+    pool = (ProcessPoolExecutor(processes, initializer=_worker_init, initargs=(cfg.to_params(), str(workdir)))
+            if processes > 1 else None)
+    try:
+        if pool is not None:  # start the workers and load their data before the clock starts
+            list(pool.map(_worker_round, [global_state] * processes, [0] * processes, [[]] * processes))
+        eval_s, accuracy = 0.0, float("nan")
+        start = time.perf_counter()
+        for r in range(1, cfg.server.rounds + 1):
+            chosen = [int(c) for c in np.sort(numpy_rng(cfg.seed, STREAM_SELECTION, r).choice(k, size=per_round,
+                                                                                             replace=False))]
+            if pool is None:
+                parts = [_train_clients(data, global_state, r, chosen)]
+            else:
+                shares = [chosen[i::processes] for i in range(processes)]
+                parts = list(pool.map(_worker_round, [global_state] * processes, [r] * processes, shares))
+            total = sum(n for _, n in parts)
+            global_state = {name: (sum(acc[name] for acc, _ in parts) / total).float() for name in global_state}
+            if r % cfg.server.eval_every == 0 or r == cfg.server.rounds:
+                t0 = time.perf_counter()
+                model.load_state_dict(global_state)
+                model.eval()
+                with torch.inference_mode():
+                    correct = sum(int((model(x_test[i : i + 512]).argmax(1) == y_test[i : i + 512]).sum())
+                                  for i in range(0, x_test.shape[0], 512))
+                accuracy = correct / x_test.shape[0]
+                model.train()
+                eval_s += time.perf_counter() - t0
+        seconds = time.perf_counter() - start
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return seconds, eval_s, accuracy, torch.cat([v.reshape(-1) for v in global_state.values()])
 
 
@@ -119,22 +164,29 @@ def main(
     workdir.mkdir(parents=True, exist_ok=True)
     prepare(cfg, workdir)
     warm_up(cfg, workdir)
+    workers = cfg.execution.max_workers
     t_bare, t_bare_eval, bare_accuracy, bare_params = bare_loop(cfg, workdir)
     t_pipe, summary = pipeline_run(cfg, workdir)
+    t_procs, t_procs_eval, _, procs_params = bare_loop(cfg, workdir, processes=workers)
     saved = torch.load(workdir / "models" / "global.pt", weights_only=True)["state_dict"]
     pipe_params = torch.cat([v.reshape(-1).float() for v in saved.values() if v.is_floating_point()])
-    diff = float((pipe_params - bare_params).abs().max())
-    result = {
+    fastest = min(t_bare, t_procs)
+    fastest_eval = t_bare_eval if t_bare <= t_procs else t_procs_eval
+    return {
         "workload": "W1: Fashion-MNIST, 100 clients Dirichlet(0.5), 10/round, E=1, B=32, small CNN",
         "rounds": cfg.server.rounds,
         "pipeline_s": t_pipe,
         "bare_loop_s": t_bare,
         "bare_eval_s": t_bare_eval,
-        "ratio": t_pipe / t_bare,
-        "ratio_sgd_only": t_pipe / (t_bare - t_bare_eval),
-        "pipeline_workers": cfg.execution.max_workers,
-        "max_abs_param_diff": diff,
+        "bare_procs_s": t_procs,
+        "bare_procs": workers,
+        "ratio": t_pipe / fastest,
+        "ratio_one_thread": t_pipe / t_bare,
+        "ratio_procs": t_pipe / t_procs,
+        "ratio_sgd_only": t_pipe / (fastest - fastest_eval),
+        "pipeline_workers": workers,
+        "max_abs_param_diff": float((pipe_params - bare_params).abs().max()),
+        "max_abs_param_diff_procs": float((procs_params - bare_params).abs().max()),
         "pipeline_test_accuracy": summary["final_test_accuracy"],
         "bare_test_accuracy": bare_accuracy,
     }
-    return result

@@ -149,7 +149,8 @@ def _train(run, executor, checkpoints, observers, schedule, stop_when, resumed_f
         progress.emit("end", ok=True)
         return result
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        # an interruption (Ctrl-C, SIGTERM as the orchestrator raises it) is not an Exception
+        status = "FAILED" if isinstance(exc, Exception) else "KILLED"
         for obs in observers:
             try:
                 obs.failed(run, status=status, error=exc)

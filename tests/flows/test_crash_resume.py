@@ -189,8 +189,16 @@ def test_dp_with_os_randomness_resumes_its_epsilon_not_its_noise(tmp_path):
     for _ in range(4):
         acc.step(noise_multiplier=0.8, sample_rate=0.5)
         expected.append(acc.get_epsilon(delta=cfg.privacy.delta))
-    summary = _chain(config, work, [("round.tracked@2", 2)])
+    # SIGTERM (what timeout, systemd and Kubernetes send) after round 2: a clean stop, run KILLED
+    proc = _train(config, work, "round.tracked@2=term")
+    assert proc.returncode == 130 and "interrupted (SIGTERM)" in proc.stderr and "Traceback" not in proc.stderr
+    assert _manifest(work)["round"] == 2
     from mlflow.tracking import MlflowClient
+
+    killed = MlflowClient(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}").search_runs(
+        ["1"], filter_string="tags.`fedops.role` = 'federated'")
+    assert [r.info.status for r in killed] == ["KILLED"]
+    summary = _chain(config, work, [])
 
     client = MlflowClient(summary["tracking_uri"])
     eps = sorted(client.get_metric_history(summary["run_id"], "privacy/epsilon"), key=lambda m: m.step)
