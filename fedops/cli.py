@@ -33,17 +33,9 @@ FreshOpt = typer.Option(False, "--fresh", help="Start training over instead of r
 
 
 def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
-    import yaml
+    from fedops.config import parse_override
 
-    from fedops.config import ConfigError
-
-    overrides = {}
-    for item in sets or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. server.rounds=3")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
+    return dict(parse_override(item) for item in sets or [])
 
 
 def _termination() -> type[BaseException]:
@@ -55,23 +47,24 @@ def _termination() -> type[BaseException]:
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Known user-facing errors become one line on stderr and a non-zero exit, no traceback."""
+    """Known user-facing errors become one line on stderr and a non-zero exit, no traceback.
+    Ctrl-C and SIGTERM end the command the same way: exit status 130 (SIGINT) or 143 (SIGTERM)."""
+    import signal
+
     from fedops.config import ConfigError
     from fedops.errors import FedopsError
 
-    import signal
-
     def terminate(signum, frame):  # SIGTERM (timeout, systemd, Kubernetes) ends the run like Ctrl-C
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise KeyboardInterrupt("SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     except (KeyboardInterrupt, _termination()) as exc:
-        why = (str(exc) or "SIGINT") if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
-        console.print(f"[yellow]interrupted ({why}):[/yellow] the tracking run is marked KILLED; the same command "
-                      "resumes training from its last complete round", highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        why = "SIGTERM" if not isinstance(exc, KeyboardInterrupt) or str(exc) == "SIGTERM" else "SIGINT"
+        console.print(f"[yellow]interrupted ({why}):[/yellow] a training run that had started is marked KILLED; "
+                      "the same command resumes it from its last complete round", highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if why == "SIGTERM" else 130) from None
     except ConfigError as exc:
         console.print(f"[red]config error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -369,8 +362,11 @@ def bench_secagg() -> None:
 
         r = main(log=console.print)
         rr = r["round"]
-        out.print(f"100 clients, {rr['num_params']:,} parameters, 10% dropouts after key sharing: "
-                  f"plain round {rr['plain']:.1f} s, SecAgg+ round {rr['secagg+']:.1f} s, ratio {rr['ratio']:.2f}x")
+        out.print(f"100 clients, {rr['num_params']:,} parameters, 10% dropouts after key sharing, fastest of "
+                  f"{len(rr['times']['plain'])} interleaved: plain round {rr['plain']:.1f} s, SecAgg+ round "
+                  f"{rr['secagg+']:.1f} s, ratio {rr['ratio']:.2f}x "
+                  f"(plain {', '.join(f'{t:.1f}' for t in rr['times']['plain'])} s; "
+                  f"SecAgg+ {', '.join(f'{t:.1f}' for t in rr['times']['secagg+'])} s)")
         for g in r["growth"]:
             out.print(f"{g['mode']:8s} n={g['n']:4d} k={g['k']:4d}: {g['per_client_ms']:8.1f} ms/client, "
                       f"{g['per_client_kb_up']:8.1f} kB up/client")

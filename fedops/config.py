@@ -82,8 +82,13 @@ def _selectors():
     return SELECTORS
 
 
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+"""Names that become MLflow experiment and model names and file names: letters, digits, ``_ . -``,
+not starting with a dot or a dash (no ``..``, no path separators)."""
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class ValidationSection(Section):
@@ -97,7 +102,7 @@ class PartitionSection(Section):
     """How the training set is split over clients: ``num_clients`` plus a partitioner plug-in
     whose hyperparameters sit beside ``name`` (e.g. ``name: dirichlet, alpha: 0.5``)."""
 
-    num_clients: int = Field(20, ge=1)
+    num_clients: int = Field(20, ge=1, le=10_000_000)
     partitioner: Annotated[Any, _plugin(_partitioners)] = {"name": "dirichlet", "alpha": 0.5}
 
     @model_validator(mode="before")
@@ -114,22 +119,22 @@ class ClientSection(Section):
     """Local training: E epochs of minibatch SGD (``batch_size: null`` = full batch, i.e.
     FedSGD when ``epochs: 1``), optional FedProx proximal term ``prox_mu``."""
 
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(2, ge=1, le=100_000)
     batch_size: int | None = Field(32, ge=1)
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.05, gt=0, le=1e6)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     prox_mu: float = Field(0.0, ge=0)
 
 
 class ServerSection(Section):
-    rounds: int = Field(30, ge=1)
+    rounds: int = Field(30, ge=1, le=1_000_000)
     fraction: float = Field(0.5, gt=0, le=1)
     min_clients: int = Field(1, ge=1)
     selector: Annotated[Any, _plugin(_selectors)] = "uniform"
     aggregator: Annotated[Any, _plugin(_aggregators)] = "fedavg"
     optimizer: Annotated[Any, _plugin(_server_optimizers)] = "fedavg"
-    eval_every: int = Field(1, ge=1)
+    eval_every: int = Field(1, ge=1, le=1_000_000)
 
 
 class TransportSection(Section):
@@ -279,7 +284,7 @@ class ExecutionSection(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     executor: Literal["threads", "dask", "sequential"] = "threads"
     dask_address: str | None = Field(None, min_length=1)
-    max_workers: int = Field(2, ge=1)
+    max_workers: int = Field(2, ge=1, le=4096)
     retries: int = Field(1, ge=0)
     retry_delay_s: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)
@@ -303,9 +308,9 @@ class TrackingSection(Section):
     """MLflow: ``uri`` (or ``MLFLOW_TRACKING_URI``) overrides the embedded SQLite store."""
 
     uri: str | None = None
-    experiment: str | None = None
+    experiment: str | None = Field(None, pattern=SAFE_NAME)
     register_model: bool = True
-    model_name: str | None = None
+    model_name: str | None = Field(None, pattern=SAFE_NAME)
 
 
 class BaselineSection(Section):
@@ -313,13 +318,13 @@ class BaselineSection(Section):
     the federated run."""
 
     enabled: bool = True
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1, le=100_000)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0)
 
 
 class Config(Section):
-    name: str = Field("fashion-mnist-default", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("fashion-mnist-default", pattern=SAFE_NAME)
     seed: int = Field(0, ge=0)
     data: Annotated[Any, _plugin(_datasets)] = "fashion_mnist"
     validation: ValidationSection = ValidationSection()
@@ -352,6 +357,14 @@ class Config(Section):
                 f"simulation.malicious_fraction = {sim.malicious_fraction} of {k} clients selects no client; "
                 f"allowed: at least {0.5 / k:.3g}"
             )
+        known = getattr(self.data, "num_train", None)  # data sets whose size the config fixes (synthetic)
+        if isinstance(known, int):
+            per_client = max(1, int(getattr(self.partition.partitioner, "min_size", 1) or 1))
+            if k * per_client > known:
+                raise ValueError(
+                    f"partition.num_clients = {k} needs at least {k * per_client} training examples ({per_client} per "
+                    f"client), but data.num_train = {known}; allowed: 1..{known // per_client} clients"
+                )
         bad = [c for c in sim.missing_values.clients if c >= k]
         if bad:
             raise ValueError(f"simulation.missing_values.clients = {bad}: no such client; allowed: 0..{k - 1}")
@@ -496,7 +509,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start}") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(data, dict):
@@ -504,6 +522,22 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     for dotted, value in (overrides or {}).items():
         apply_override(data, dotted, value)
     return parse_config(data)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` from the command line: the value is YAML (a number, a list, a mapping), but
+    without tags (``!!python/...``, ``!custom``): an override is data, never a constructor."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. server.rounds=3")
+    key, value = (part.strip() for part in item.split("=", 1))
+    if not key or not all(part.isidentifier() for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted config key, e.g. server.rounds")
+    try:
+        if any(isinstance(token, yaml.TagToken) for token in yaml.scan(value)):
+            raise ConfigError(f"--set {item!r}: YAML tags are not allowed in an override; give a plain value")
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})".replace("\n", " ")) from None
 
 
 def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:

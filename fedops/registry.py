@@ -25,7 +25,7 @@ T = TypeVar("T", bound=type)
 class PluginModel(BaseModel):
     """Base for plug-ins: frozen, unknown fields refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
     name: str
 

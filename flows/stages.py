@@ -68,6 +68,7 @@ def partition_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]
     bundle = cfg.data.to_bundle(raw)
     labels = bundle.y_train.numpy()
     spec = cfg.partition
+    check_client_count(cfg, num_train=len(labels))
     part = partition_labels(
         spec.partitioner, labels, num_clients=spec.num_clients, seed=cfg.seed, groups=bundle.groups_train
     )
@@ -98,6 +99,21 @@ def partition_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]
         "max_size": int(sizes.max()),
         "clients_validation": client_summary,
     }
+
+
+def check_client_count(cfg: Config, *, num_train: int) -> None:
+    """Refuse, in one line, more clients than the training set can give each at least
+    ``min_size`` examples (1 for partitioners without one)."""
+    from fedops.config import ConfigError
+
+    spec = cfg.partition
+    per_client = max(1, int(getattr(spec.partitioner, "min_size", 1) or 1))
+    if spec.num_clients * per_client > num_train:
+        raise ConfigError(
+            f"partition.num_clients = {spec.num_clients} needs at least {spec.num_clients * per_client} training "
+            f"examples ({per_client} per client), but {cfg.data.name!r} has {num_train}; allowed: "
+            f"1..{num_train // per_client} clients"
+        )
 
 
 def _require_validated(paths: Paths) -> None:

@@ -78,4 +78,4 @@ def prefect_api():
     else:  # no server: every process uses its own ephemeral one
         os.environ.pop("PREFECT_API_URL", None)
     yield os.environ.get("PREFECT_API_URL")
-    _stop(_server)
+    # the server stops at exit (atexit), after Prefect's log handler has sent its last lines

@@ -84,7 +84,7 @@ def _copy_from_dir(directory: Path, dest: Path, origin: str | None = None) -> di
         if all((cand / f).is_file() for f in FILES.values()):
             out = {}
             for fname in FILES.values():
-                shutil.copyfile(cand / fname, dest / fname)
+                shutil.copy2(cand / fname, dest / fname)  # keeps the source's permissions
                 out[fname] = origin or str(cand / fname)
             return out
     missing = [f for f in FILES.values() if not (directory / f).is_file()]

@@ -70,7 +70,7 @@ def _copy_file(src: Path, dest: Path) -> dict[str, str]:
         src = src / RDA_NAME
     if not src.is_file():
         raise FileNotFoundError(f"{src} not found")
-    shutil.copyfile(src, dest / RDA_NAME)
+    shutil.copy2(src, dest / RDA_NAME)  # keeps the source's permissions
     return {RDA_NAME: str(src)}
 
 

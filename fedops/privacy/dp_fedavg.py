@@ -32,7 +32,7 @@ import math
 from typing import Any, Callable, Literal
 
 import torch
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from fedops.privacy.accountant import ACCOUNTANTS, PrivacyLedger, check_delta
 from fedops.privacy.clipping import check_updates, clip_by_norm
@@ -82,6 +82,8 @@ def split_noise_multiplier(noise_multiplier: float, clip_count_stddev: float) ->
 
 class DPFedAvgConfig(PluginModel):
     """Hyperparameters of :class:`DPFedAvg` (the state lives in the ``DPFedAvg`` object)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=True)  # clip_norm=inf: no clipping
 
     name: Literal["dp_fedavg"] = "dp_fedavg"
     noise_multiplier: float = Field(ge=0)

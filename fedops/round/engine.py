@@ -1,4 +1,4 @@
-"""One federated round, in one place (see ``../shared/DESIGN.md``: one round, as data).
+"""One federated round, in one place.
 
 :class:`FederatedRun` owns a training job's round and everything that lives across rounds::
 
@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 
 from fedops import failpoints
+from fedops.attacks.step import AttackStep
 from fedops.client.runtime import torch_threads
 from fedops.client.uplink import Uplink
 from fedops.config import Config
@@ -42,7 +43,6 @@ from fedops.round.release import ReleasePolicy, RoundRecord
 from fedops.round.transport import transport_for
 from fedops.round.world import World
 from fedops.server.server import RoundPlan, Server
-from fedops.attacks.step import AttackStep
 
 STATE_FORMAT = 1
 

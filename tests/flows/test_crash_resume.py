@@ -191,7 +191,7 @@ def test_dp_with_os_randomness_resumes_its_epsilon_not_its_noise(tmp_path):
         expected.append(acc.get_epsilon(delta=cfg.privacy.delta))
     # SIGTERM (what timeout, systemd and Kubernetes send) after round 2: a clean stop, run KILLED
     proc = _train(config, work, "round.tracked@2=term")
-    assert proc.returncode == 130 and "interrupted (SIGTERM)" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 143 and "interrupted (SIGTERM)" in proc.stderr and "Traceback" not in proc.stderr
     assert _manifest(work)["round"] == 2
     from mlflow.tracking import MlflowClient
 
