@@ -17,10 +17,25 @@ from fedops.env import configure_environment
 
 # The CLI reports failures as one line of its own and shows progress itself: Prefect's console
 # handler stays quiet (its API handler still sends every log line to the Prefect server / UI).
+_CONSOLE_LEVEL_SET_BY_USER = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL" in os.environ
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 configure_environment()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated-learning MLOps pipeline.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fedops {version('fedops')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Federated-learning MLOps pipeline."""
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks and paper replications.")
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
@@ -30,6 +45,8 @@ DEFAULT_CONFIG = Path("params.yaml")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: --set server.rounds=3 (YAML value).")
 FreshOpt = typer.Option(False, "--fresh", help="Start training over instead of resuming an interrupted run of "
                         "the same config in this work directory.")
+WaitOpt = typer.Option(False, "--wait", help="If another process is using the work directory, wait for it "
+                       "instead of refusing.")
 
 
 def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
@@ -39,10 +56,10 @@ def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
 
 
 def _termination() -> type[BaseException]:
-    """Prefect's flow engine turns SIGTERM into its own TerminationSignal."""
-    from prefect.exceptions import TerminationSignal
-
-    return TerminationSignal
+    """Prefect's flow engine turns SIGTERM into its own TerminationSignal (only once prefect is
+    imported: a config error is reported without importing it)."""
+    exceptions = sys.modules.get("prefect.exceptions")
+    return exceptions.TerminationSignal if exceptions else KeyboardInterrupt
 
 
 @contextmanager
@@ -73,6 +90,15 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _prefect_api() -> Iterator[None]:
+    """The flows in this block share one local Prefect API server (see flows.api_server)."""
+    from flows.api_server import local_api
+
+    with local_api():
+        yield
 
 
 def _load(config: Path, sets: list[str] | None):
@@ -136,6 +162,7 @@ def run(
     workdir: Path = typer.Option(Path("."), help="Where data/, reports/, models/ and mlflow/ live."),
     sets: Optional[list[str]] = SetOpt,
     fresh: bool = FreshOpt,
+    wait: bool = WaitOpt,
 ) -> None:
     """Run the whole pipeline: prepare, validate, partition, train, evaluate, baseline.
 
@@ -143,13 +170,18 @@ def run(
     last complete round (``--fresh`` starts over)."""
     with _user_errors():
         cfg = _load(config, sets)
-        from flows.pipeline import STAGES, run_stage
+        from fedops.paths import Paths
+        from fedops.workdir import workdir_lock
 
         results = {}
-        for stage in STAGES:
-            console.print(f"[bold cyan]stage[/bold cyan] {stage}")
-            with _round_progress(stage == "train"):
-                results[stage] = run_stage(stage, cfg, str(workdir), fresh=fresh)
+        with workdir_lock(Paths.at(workdir).root, wait=wait, what="fedops run"), _prefect_api():
+            from flows.pipeline import STAGES, run_stage
+
+
+            for stage in STAGES:
+                console.print(f"[bold cyan]stage[/bold cyan] {stage}")
+                with _round_progress(stage == "train"):
+                    results[stage] = run_stage(stage, cfg, str(workdir), fresh=fresh)
         _print_summary(results)
 
 
@@ -160,14 +192,16 @@ def stage(
     workdir: Path = typer.Option(Path(".")),
     sets: Optional[list[str]] = SetOpt,
     fresh: bool = FreshOpt,
+    wait: bool = WaitOpt,
 ) -> None:
     """Run one pipeline stage (what each DVC stage calls); train resumes an interrupted run."""
     with _user_errors():
         cfg = _load(params, sets)
-        from flows.pipeline import run_stage
+        with _prefect_api():
+            from flows.pipeline import run_stage
 
-        with _round_progress(name == "train"):
-            result = run_stage(name, cfg, str(workdir), fresh=fresh)
+            with _round_progress(name == "train"):
+                result = run_stage(name, cfg, str(workdir), fresh=fresh, wait=wait)
         out.print_json(json.dumps(result, default=str))
 
 
@@ -182,13 +216,14 @@ def validate(
 
     with _user_errors():
         cfg = _load(config, sets)
-        from flows.pipeline import run_stage
+        with _prefect_api():
+            from flows.pipeline import run_stage
 
-        run_stage("prepare", cfg, str(workdir))
-        try:
-            run_stage("validate", cfg, str(workdir))
-        finally:
-            _print_validation(Paths.at(workdir).validation_report)
+            run_stage("prepare", cfg, str(workdir))
+            try:
+                run_stage("validate", cfg, str(workdir))
+            finally:
+                _print_validation(Paths.at(workdir).validation_report)
 
 
 @app.command()
@@ -202,10 +237,11 @@ def partition(
 
     with _user_errors():
         cfg = _load(config, sets)
-        from flows.pipeline import run_stage
+        with _prefect_api():
+            from flows.pipeline import run_stage
 
-        for s in ("prepare", "validate", "partition"):
-            run_stage(s, cfg, str(workdir))
+            for s in ("prepare", "validate", "partition"):
+                run_stage(s, cfg, str(workdir))
         paths = Paths.at(workdir)
         manifest = json.loads(paths.manifest.read_text())
         t = Table(title=f"{manifest['partitioner']} {manifest['params']} over {manifest['num_clients']} clients")
@@ -247,6 +283,8 @@ def serve(
     """Serve the Prefect deployments 'fedops-pipeline/default' and 'federated-training/default'.
 
     Needs a Prefect API (e.g. `prefect server start --host 127.0.0.1` and PREFECT_API_URL set)."""
+    if not _CONSOLE_LEVEL_SET_BY_USER:  # the serving terminal shows each flow run's lines (a line per round)
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
     with _user_errors():
         from flows.deployments import serve_all
 
@@ -312,6 +350,16 @@ def bench_compression(rounds: Optional[int] = typer.Option(None, help="Rounds pe
         for r in main(rounds=rounds, log=console.print):
             out.print(f"{r['model']:9s} seed {r['seed']}  {r['label']:28s} accuracy {r['accuracy']:.4f}  "
                       f"up {r['up_mb']:8.2f} MB  down {r['down_mb']:8.2f} MB")
+
+
+@bench_app.command("anomaly")
+def bench_anomaly() -> None:
+    """False-positive rate of the anomaly flag on clean Fashion-MNIST and Pima runs, per clients
+    per round x partition skew, rewriting the README table."""
+    with _user_errors():
+        from fedops_benchmarks.anomaly_fpr import main, table
+
+        out.print(table(main(log=console.print)))
 
 
 @bench_app.command("crowdfl")

@@ -249,8 +249,11 @@ class QualitySection(Section):
     """Quality control of individual updates, every round (needs individual updates, so it is
     off under secure aggregation). ``norm_multiple``: reject an update whose L2 norm exceeds this
     multiple of the round's median norm (off when null). ``anomaly_scores``: robust norm z-score
-    (median / MAD), cosine to the aggregate and Krum score per client in the client table, flagged
-    over the thresholds (null: on unless secure aggregation is on). ``num_byzantine``: Krum's f for
+    (median / MAD), cosine to the aggregate and its robust z-score, and Krum score per client in
+    the client table (null: on unless secure aggregation or central DP is on). A client is flagged
+    when its norm z-score exceeds ``flag_norm_z`` or its cosine z-score is below ``-flag_cosine_z``
+    (outliers relative to the round's other clients); rounds with fewer than ``flag_min_clients``
+    updates flag no one. ``num_byzantine``: Krum's f for
     the score (null: the largest f with n > 2f + 2). ``bad_data``: what happens to a client whose
     own data failed its Great Expectations suite (partition stage): ``exclude`` (not trained,
     rejected in the client table), ``downweight`` (its aggregation weight times
@@ -258,8 +261,9 @@ class QualitySection(Section):
 
     norm_multiple: float | None = Field(None, gt=1)
     anomaly_scores: bool | None = None
-    flag_norm_z: float = Field(3.0, gt=0)
-    flag_cosine: float = Field(0.0, ge=-1, le=1)
+    flag_norm_z: float = Field(3.5, gt=0)
+    flag_cosine_z: float = Field(3.5, gt=0)
+    flag_min_clients: int = Field(5, ge=3)
     num_byzantine: int | None = Field(None, ge=0)
     bad_data: Literal["exclude", "downweight", "keep"] = "exclude"
     bad_data_weight: float = Field(0.1, gt=0, lt=1)
@@ -311,6 +315,11 @@ class TrackingSection(Section):
     experiment: str | None = Field(None, pattern=SAFE_NAME)
     register_model: bool = True
     model_name: str | None = Field(None, pattern=SAFE_NAME)
+    promote_margin: float = Field(0.0, ge=0, le=1)
+    """A new registered version takes the ``current`` alias only if its test accuracy is at most
+    this much (a fraction) below the version holding it, on the same test set."""
+    ui_url: str = Field("http://127.0.0.1:5000", pattern=r"^https?://\S+$")
+    """Where people open the MLflow UI (``fedops ui``'s address by default): links to runs use it."""
 
 
 class BaselineSection(Section):
@@ -505,7 +514,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
 
     ``overrides`` are dotted keys (``{"server.rounds": 3}``) applied before validation.
     """
-    path = Path(path)
+    data = _read_yaml(Path(path))
+    for dotted, value in (overrides or {}).items():
+        apply_override(data, dotted, value)
+    return parse_config(data)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
@@ -519,9 +534,56 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
-    for dotted, value in (overrides or {}).items():
-        apply_override(data, dotted, value)
+    return data
+
+
+def resolve_config(config: "str | Path | dict[str, Any] | Config" = "params.yaml",
+                   overrides: dict[str, Any] | None = None) -> "Config":
+    """The config a run uses: ``config`` is a preset name (``tiny`` finds ``configs/tiny.yaml`` in
+    the project), a YAML path (relative paths: from the working directory, then the project), a
+    mapping, or a :class:`Config`; ``overrides`` are merged into it key by key (dotted keys such as
+    ``server.rounds``, or nested mappings, which merge rather than replace a section) and the result
+    is validated. Errors are one-line :class:`ConfigError` s."""
+    if isinstance(config, Config) and not overrides:
+        return config
+    if isinstance(config, Config):
+        data = config.to_params()
+    elif isinstance(config, dict):
+        import copy
+
+        data = copy.deepcopy(config)
+    elif isinstance(config, (str, Path)):
+        data = _read_yaml(_find_preset(str(config)))
+    else:
+        raise ConfigError(f"config must be a preset name, a YAML path or a mapping, got {type(config).__name__}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"overrides must be a mapping of config keys to values, got {type(overrides).__name__}")
+    for key, value in (overrides or {}).items():
+        merge_override(data, str(key), value)
     return parse_config(data)
+
+
+def _find_preset(name: str) -> Path:
+    from fedops.env import project_home
+
+    home = project_home()
+    candidates = [Path(name), home / name, home / "configs" / name, home / "configs" / f"{name}.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    presets = sorted(p.stem for p in (home / "configs").glob("*.yaml"))
+    raise ConfigError(f"config {name!r} is neither a YAML file nor a preset; presets: {', '.join(presets)}")
+
+
+def merge_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``dotted`` in ``data``; a mapping value merges into an existing section key by key."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            merge_override(data, f"{dotted}.{key}", inner)
+        if not value:
+            apply_override(data, dotted, {})
+        return
+    apply_override(data, dotted, value)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -542,6 +604,8 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    if not all(k.isidentifier() for k in keys):
+        raise ConfigError(f"override {dotted!r} is not a dotted config key, e.g. server.rounds")
     node = data
     for key in keys[:-1]:
         node = node.setdefault(key, {})

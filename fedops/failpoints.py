@@ -2,8 +2,9 @@
 
 ``FEDOPS_FAILPOINTS="client.train@2,checkpoint.renamed@4"`` makes the process SIGKILL itself when
 it reaches ``client.train`` in round 2, or ``checkpoint.renamed`` in round 4; ``round.tracked@2=term``
-sends SIGTERM instead (what ``timeout``, systemd and Kubernetes send first). Without the variable
-every :func:`hit` returns at once. The crash-resume tests use it to stop a real training process at
+sends SIGTERM instead (what ``timeout``, systemd and Kubernetes send first), ``=int`` SIGINT (Ctrl-C),
+and ``=termgroup`` / ``=intgroup`` send them to the whole process group, as a terminal or a
+supervisor does. Without the variable every :func:`hit` returns at once. The crash-resume tests use it to stop a real training process at
 exact points of a round, then run it again.
 """
 
@@ -27,19 +28,20 @@ POINTS = (
 )
 
 
-SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
+SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT,
+           "termgroup": signal.SIGTERM, "intgroup": signal.SIGINT}
 
 
-def _parse(spec: str) -> dict[str, tuple[int | None, signal.Signals]]:
-    out: dict[str, tuple[int | None, signal.Signals]] = {}
+def _parse(spec: str) -> dict[str, tuple[int | None, str]]:
+    out: dict[str, tuple[int | None, str]] = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         item, _, how = item.partition("=")
         name, _, at = item.partition("@")
         if name not in POINTS:
             raise ValueError(f"{ENV}: unknown failpoint {name!r}; known: {', '.join(POINTS)}")
         if (how or "kill") not in SIGNALS:
-            raise ValueError(f"{ENV}: {item}={how}: expected =kill or =term")
-        out[name] = (int(at) if at else None, SIGNALS[how or "kill"])
+            raise ValueError(f"{ENV}: {item}={how}: expected one of ={', ='.join(SIGNALS)}")
+        out[name] = (int(at) if at else None, how or "kill")
     return out
 
 
@@ -50,4 +52,8 @@ def hit(name: str, *, round_idx: int | None = None) -> None:
         return
     armed = _parse(spec)
     if name in armed and armed[name][0] in (None, round_idx):
-        os.kill(os.getpid(), armed[name][1])
+        how = armed[name][1]
+        if how.endswith("group"):
+            os.killpg(os.getpgid(0), SIGNALS[how])
+        else:
+            os.kill(os.getpid(), SIGNALS[how])

@@ -7,7 +7,7 @@ an uninterrupted run draws.
 from __future__ import annotations
 
 import numpy as np
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 
 def derive_seed(seed: int, *keys: int) -> int:

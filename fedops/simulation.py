@@ -30,11 +30,14 @@ def simulate(
     rounds: int | None = None,
     target_accuracy: float | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Callable[[Any], None] | None = None,
     evaluate_last: int | None = None,
 ) -> SimulationResult:
     """Run ``config``'s rounds (``rounds`` overrides ``server.rounds``) on ``world`` in process.
 
-    Evaluation follows ``server.eval_every``; ``evaluate_last`` evaluates only the last rounds
+    ``on_round`` sees each round's released metrics, ``on_record`` its whole released
+    :class:`fedops.round.release.RoundRecord` (with the client table). Evaluation follows
+    ``server.eval_every``; ``evaluate_last`` evaluates only the last rounds
     (a benchmark that reports final accuracy need not pay for the others) and
     ``target_accuracy`` stops at the first evaluated round that reaches it. The privacy budget
     stops the run as it stops the flow."""
@@ -59,6 +62,8 @@ def simulate(
         row = {"round": record.round, **record.metrics}
         if on_round is not None:
             on_round(row)
+        if on_record is not None:
+            on_record(record)
         acc = record.metrics.get("test/accuracy")
         if target_accuracy is not None and acc is not None and acc >= target_accuracy:
             out.rounds_to_target = record.round

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import nn
+from fedops.lazy import torch, nn  # torch on first use: configs load without it
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,29 @@ from flows.training import run_federated_training
 STAGES = ("prepare", "validate", "partition", "train", "evaluate", "baseline")
 
 
-def run_stage(stage: str, cfg: Config, workdir: str = ".", *, fresh: bool = False) -> dict[str, Any]:
-    """Run one named stage flow (what each DVC stage's ``cmd`` does). ``fresh``: the train stage
-    starts over instead of resuming an interrupted run of the same config."""
+def run_stage(stage: str, cfg: Config, workdir: str = ".", *, fresh: bool = False, wait: bool = False) -> dict[str, Any]:
+    """Run one named stage flow (what each DVC stage's ``cmd`` does), holding the work
+    directory's lock (``wait``: for another process to finish instead of refusing). ``fresh``: the
+    train stage starts over instead of resuming an interrupted run of the same config."""
+    from fedops.paths import Paths
+    from fedops.workdir import workdir_lock
+
+    paths = Paths.at(workdir)
+    with workdir_lock(paths.root, wait=wait, what=f"stage {stage}"):
+        _mark_stale(cfg, paths)
+        return _run(stage, cfg, workdir, fresh=fresh)
+
+
+def _mark_stale(cfg: Config, paths) -> None:
+    """A training run of this work directory left RUNNING by a killed process becomes KILLED."""
+    if not paths.checkpoints.is_dir():
+        return
+    from fedops.tracking import mark_stale_runs, resolve_tracking_uri
+
+    mark_stale_runs(paths, resolve_tracking_uri(cfg.tracking.uri, paths.mlflow_dir))
+
+
+def _run(stage: str, cfg: Config, workdir: str, *, fresh: bool) -> dict[str, Any]:
     params = cfg.to_params()
     if stage == "prepare":
         return prepare_flow(params, workdir)
@@ -37,6 +57,13 @@ def run_stage(stage: str, cfg: Config, workdir: str = ".", *, fresh: bool = Fals
 
 
 @flow(name="fedops-pipeline")
-def pipeline(config: dict[str, Any], workdir: str = ".", fresh: bool = False) -> dict[str, Any]:
-    cfg = _cfg(config)
-    return {stage: run_stage(stage, cfg, workdir, fresh=fresh) for stage in STAGES}
+def pipeline(config: str | dict[str, Any] = "params.yaml", overrides: dict[str, Any] | None = None,
+             workdir: str = ".", fresh: bool = False) -> dict[str, Any]:
+    """The whole pipeline. ``config``: a preset name, a YAML path or a mapping; ``overrides``:
+    config keys to change (dotted or nested)."""
+    from fedops.paths import Paths
+    from fedops.workdir import workdir_lock
+
+    cfg = _cfg(config, overrides)
+    with workdir_lock(Paths.at(workdir).root, what="fedops-pipeline"):
+        return {stage: run_stage(stage, cfg, workdir, fresh=fresh) for stage in STAGES}

@@ -6,15 +6,16 @@ from typing import Any
 
 from prefect import flow
 
-from fedops.config import Config, parse_config
+from fedops.config import Config, resolve_config
 from fedops.errors import MissingInput, ValidationFailed
 from fedops.io import write_json_atomic
 from fedops.paths import Paths
 from fedops.round.world import client_raw, load_raw
 
 
-def _cfg(config: dict[str, Any] | Config) -> Config:
-    return config if isinstance(config, Config) else parse_config(config)
+def _cfg(config: str | dict[str, Any] | Config, overrides: dict[str, Any] | None = None) -> Config:
+    """A flow's config: a preset name or YAML path, or a mapping, with dotted-key overrides."""
+    return resolve_config(config, overrides)
 
 
 @flow(name="prepare-data")

@@ -7,6 +7,7 @@ Set before anything imports prefect, so the tests never touch the project's own 
 
 import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -48,12 +49,20 @@ def _start_prefect_server() -> tuple[subprocess.Popen | None, str | None]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
+    """Stop the server's whole session (`prefect server start` runs uvicorn as a child process)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            proc.wait(timeout=30)
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 _server, _api = _start_prefect_server()

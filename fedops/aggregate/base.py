@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.registry import PluginModel, Registry
 

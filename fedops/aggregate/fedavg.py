@@ -1,8 +1,10 @@
 """FedAvg aggregation: the sample-weighted mean of client updates (McMahan et al. 2017, Alg. 1)."""
 
+from __future__ import annotations
+
 from typing import Literal
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.aggregate.base import AGGREGATORS, Aggregator, check_stack
 

@@ -5,9 +5,11 @@ fedavgm: v <- beta v + Delta;  x <- x + lr * v      (Hsu et al. 2019)
 fedadam: m <- b1 m + (1-b1) Delta;  v <- b2 v + (1-b2) Delta^2;  x <- x + lr m / (sqrt(v) + tau)
 """
 
+from __future__ import annotations
+
 from typing import Literal
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 from pydantic import Field
 
 from fedops.aggregate.base import SERVER_OPTIMIZERS, ServerOptimizer

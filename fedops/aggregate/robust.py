@@ -24,7 +24,7 @@ import functools
 import math
 from typing import Literal
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 from pydantic import Field
 
 from fedops.aggregate.base import AGGREGATORS, Aggregator, check_stack

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Literal
 
-import torch
+from fedops.lazy import torch, nn  # torch on first use: configs load without it
 from pydantic import Field
-from torch import nn
 
 from fedops.attacks.base import ATTACKS, Attack, FiniteFloat, Fraction, PositiveFloat
 from fedops.attacks.data import pick_samples

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 from pydantic import Field
 
 from fedops.registry import PluginModel, Registry

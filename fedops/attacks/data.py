@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.attacks.base import ATTACKS, Attack, Fraction
 

@@ -11,7 +11,7 @@ import math
 from statistics import NormalDist
 from typing import ClassVar, Literal
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.attacks.base import ATTACKS, Attack, FiniteFloat, PositiveFloat
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.attacks.base import ATTACKS, Attack, PositiveFloat
 

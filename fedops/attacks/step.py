@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.rng import STREAM_ATTACK, torch_generator
 from fedops.types import ClientUpdate

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.registry import PluginModel, Registry
 from fedops.types import ParamLayout

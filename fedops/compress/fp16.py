@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.compress import wire
 from fedops.compress.base import CODECS, Codec

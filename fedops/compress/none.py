@@ -1,10 +1,12 @@
 """The identity codec: the delta travels as raw little-endian float32, 4 bytes per coordinate
 and no header (the length is known from the model layout)."""
 
+from __future__ import annotations
+
 from typing import ClassVar, Literal
 
 import numpy as np
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.compress.base import CODECS, Codec
 

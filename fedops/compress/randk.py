@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import ClassVar, Literal
 
 import numpy as np
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 from pydantic import Field, model_validator
 
 from fedops.compress import wire

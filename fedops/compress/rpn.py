@@ -56,7 +56,7 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 from pydantic import Field
 
 from fedops.compress import wire

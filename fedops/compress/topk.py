@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 from pydantic import Field, model_validator
 
 from fedops.compress import wire

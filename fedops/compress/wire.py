@@ -32,7 +32,7 @@ import math
 import struct
 
 import numpy as np
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.rng import numpy_rng
 

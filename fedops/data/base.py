@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
-import pandas as pd
 
 from fedops.errors import FedopsError
+from fedops.lazy import pd  # pandas on first use: configs load without it
 from fedops.registry import PluginModel, Registry
 
 if TYPE_CHECKING:  # pragma: no cover

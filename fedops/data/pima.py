@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
+from fedops.lazy import pd  # pandas on first use: configs load without it
 from pydantic import Field
 
 from fedops.data.base import (

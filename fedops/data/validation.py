@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
+from fedops.lazy import pd  # pandas on first use: configs load without it
 
 from fedops.io import write_json_atomic
 from fedops.data.base import DataError, Dataset, RawData, Scope, Split

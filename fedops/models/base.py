@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
-import torch
-from torch import nn
+from fedops.lazy import torch, nn  # torch on first use: configs load without it
 
 from fedops.registry import PluginModel, Registry
 

@@ -1,10 +1,12 @@
 """A multilayer perceptron for tabular data (``hidden=()`` is logistic/softmax regression)."""
 
+from __future__ import annotations
+
 import math
 from typing import Literal
 
 from pydantic import Field
-from torch import nn
+from fedops.lazy import nn  # torch on first use: configs load without it
 
 from fedops.models.base import MODELS, ModelSpec
 

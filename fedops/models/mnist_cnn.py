@@ -4,9 +4,11 @@ conv 3x3 32 -> conv 3x3 64 -> max-pool 2 -> fc 9216->128 -> fc 128->10 (with the
 dropout).  It is the model the RPN paper reports on.
 """
 
+from __future__ import annotations
+
 from typing import Literal
 
-from torch import nn
+from fedops.lazy import nn  # torch on first use: configs load without it
 
 from fedops.models.base import MODELS, ModelSpec, require_image
 

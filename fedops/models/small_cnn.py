@@ -1,10 +1,12 @@
 """A small CNN (two 3x3 conv blocks with max-pooling, one hidden fc layer), ~52k parameters on
 1x28x28 input: fast enough to simulate hundreds of clients on a CPU."""
 
+from __future__ import annotations
+
 from typing import Literal
 
 from pydantic import Field
-from torch import nn
+from fedops.lazy import nn  # torch on first use: configs load without it
 
 from fedops.models.base import MODELS, ModelSpec, require_image
 

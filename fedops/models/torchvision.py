@@ -3,20 +3,23 @@
 Single-channel input is repeated to the three channels the torchvision models expect.
 """
 
+from __future__ import annotations
+
 from typing import Literal
 
-from torch import nn
+from fedops.lazy import nn  # torch on first use: configs load without it
 
 from fedops.models.base import MODELS, ModelSpec, require_image
 
 
-class _RepeatChannels(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
+def _repeat_channels(channels: int):
+    """A module repeating single-channel input to ``channels`` (defined on use: torch loads late)."""
 
-    def forward(self, x):
-        return x.expand(-1, self.channels, -1, -1) if x.shape[1] == 1 else x
+    class RepeatChannels(nn.Module):
+        def forward(self, x):
+            return x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x
+
+    return RepeatChannels()
 
 
 @MODELS.register("torchvision")
@@ -32,4 +35,4 @@ class TorchvisionModel(ModelSpec):
         if self.arch not in known:
             raise ValueError(f"unknown torchvision arch {self.arch!r}; known: {', '.join(known)}")
         net = tvm.get_model(self.arch, weights=None, num_classes=num_classes)
-        return nn.Sequential(_RepeatChannels(3), net) if c == 1 else net
+        return nn.Sequential(_repeat_channels(3), net) if c == 1 else net

@@ -6,8 +6,7 @@ import math
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from fedops.lazy import torch, F  # torch on first use: configs load without it
 from pydantic import Field
 
 from fedops.partition.base import PARTITIONERS, Partition, Partitioner, iid_assignment

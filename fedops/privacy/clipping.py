@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 
 def check_updates(updates: torch.Tensor) -> None:

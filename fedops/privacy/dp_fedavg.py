@@ -31,14 +31,14 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Literal
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 from pydantic import ConfigDict, Field
 
 from fedops.privacy.accountant import ACCOUNTANTS, PrivacyLedger, check_delta
 from fedops.privacy.clipping import check_updates, clip_by_norm
 from fedops.registry import PluginModel
 
-Noise = Callable[[int], torch.Tensor]
+Noise = Callable[[int], "torch.Tensor"]
 """Draws ``n`` standard normal values (float64); each call draws fresh ones. In fedops it is
 :meth:`fedops.privacy.randomness.PrivacyRandomness.gaussian`: the OS CSPRNG, or the research
 mode's seeded stream."""

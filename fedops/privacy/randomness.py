@@ -25,7 +25,7 @@ import os
 import struct
 
 import numpy as np
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 _NONCE = bytes(16)  # every key is used for exactly one stream, so a fixed nonce is safe

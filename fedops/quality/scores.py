@@ -4,9 +4,14 @@
   median norm (the median is robust to a minority of huge updates, so a scaled-up attack cannot
   drag the threshold up with it).
 * :func:`anomaly_scores`: the robust norm z-score over the round (:func:`robust_z`), the cosine
-  between each update and the round's aggregate, and the Krum score (sum of squared distances to
-  the ``k - f - 2`` nearest other updates, Blanchard et al. 2017). A client is flagged when its
-  norm z-score exceeds ``flag_norm_z`` or its cosine falls below ``flag_cosine``.
+  between each update and the round's aggregate and its robust z-score over the round, and the
+  Krum score (sum of squared distances to the ``k - f - 2`` nearest other updates, Blanchard et
+  al. 2017). A client is flagged when its norm is an outlier above its peers (norm z-score over
+  ``flag_norm_z``) or its direction an outlier below them (cosine z-score under
+  ``-flag_cosine_z``): both relative to the round, since on non-IID data honest clients' cosines
+  to the aggregate spread widely and many fall below 0. With fewer than ``min_clients`` updates
+  the spread cannot be estimated and nothing is flagged. 3.5 is Iglewicz and Hoaglin's cut-off
+  for modified z-scores.
 
 All arithmetic in float64; results are per row, so they follow the clients' order.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.aggregate.robust import krum_scores
 
@@ -68,6 +73,7 @@ class AnomalyScores:
     norm: torch.Tensor
     norm_z: torch.Tensor
     cosine: torch.Tensor
+    cosine_z: torch.Tensor
     krum: torch.Tensor | None  # None when k - f - 2 < 1
     flagged: torch.Tensor
 
@@ -75,6 +81,7 @@ class AnomalyScores:
         return {
             "norm_z": float(self.norm_z[i]),
             "cosine_to_aggregate": float(self.cosine[i]),
+            "cosine_z": float(self.cosine_z[i]),
             "krum_score": None if self.krum is None else float(self.krum[i]),
             "flagged": bool(self.flagged[i]),
         }
@@ -82,7 +89,7 @@ class AnomalyScores:
 
 def anomaly_scores(
     updates: torch.Tensor, aggregate: torch.Tensor, *, num_byzantine: int | None = None,
-    flag_norm_z: float = 3.0, flag_cosine: float = 0.0,
+    flag_norm_z: float = 3.5, flag_cosine_z: float = 3.5, min_clients: int = 5,
 ) -> AnomalyScores:
     u = _check(updates)
     a = aggregate.to(torch.float64).reshape(-1)
@@ -96,5 +103,9 @@ def anomaly_scores(
     cosine = torch.where(denom > 0, (u @ a) / denom.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
     f = default_byzantine(k) if num_byzantine is None else int(num_byzantine)
     krum = krum_scores(u, f) if k - f - 2 >= 1 else None
-    flagged = (norm_z > flag_norm_z) | (cosine < flag_cosine)
-    return AnomalyScores(norms, norm_z, cosine, krum, flagged)
+    cosine_z = robust_z(cosine)
+    if k < min_clients:
+        flagged = torch.zeros(k, dtype=torch.bool)
+    else:
+        flagged = (norm_z > flag_norm_z) | (cosine_z < -flag_cosine_z)
+    return AnomalyScores(norms, norm_z, cosine, cosine_z, krum, flagged)

@@ -1,7 +1,7 @@
 """A training job's outputs in the work directory (what DVC tracks), written when it finishes:
-``models/global.pt`` (state dict and parameter sha256), ``reports/rounds.csv`` (per-round plot
-data) and ``reports/train.json`` (the summary). Every number in them went through the release
-policy; writes are atomic, and writing them again gives the same files."""
+``models/global.pt`` (state dict and parameter sha256) and ``reports/rounds.csv`` (per-round plot
+data) first, ``reports/train.json`` (the summary) last. Every number in them went through the
+release policy; writes are atomic, and writing them again gives the same files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fedops.io import write_bytes_atomic, write_json_atomic
 from fedops.paths import Paths
 
 ROUND_COLUMNS = ("round", "test/accuracy", "test/loss", "train/loss", "clients/aggregated", "comm/bytes_up",
-                 "time/round_s")
+                 "privacy/epsilon", "time/round_s")
 
 
 def rounds_csv(history: list[dict[str, Any]]) -> str:
@@ -28,14 +28,7 @@ def rounds_csv(history: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-class WorkdirOutputs:
-    """Observer that writes the outputs at the end (after the tracking observer, whose run id and
-    registered version the summary names)."""
-
-    def __init__(self, paths: Paths) -> None:
-        self.paths = paths
-        self.summary: dict[str, Any] | None = None
-
+class _Quiet:
     def abandoned(self, extras: dict[str, Any]) -> None:
         pass
 
@@ -48,6 +41,14 @@ class WorkdirOutputs:
     def failed(self, run, *, status: str, error: BaseException) -> None:
         pass
 
+
+class ModelOutputs(_Quiet):
+    """Observer that writes the trained model and the round curves as soon as training ends,
+    before anything (tracking, registration) can fail: nothing trained is lost to a late error."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
     def finished(self, run, result) -> None:
         model = run.final_model()
         buf = io.BytesIO()
@@ -55,6 +56,16 @@ class WorkdirOutputs:
                     "params_sha256": result.digest}, buf)
         write_bytes_atomic(buf.getvalue(), self.paths.model)
         write_bytes_atomic(rounds_csv(result.history).encode(), self.paths.rounds_csv)
+
+
+class SummaryOutput(_Quiet):
+    """Observer that writes ``reports/train.json`` last (it names the tracking run and version)."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.summary: dict[str, Any] | None = None
+
+    def finished(self, run, result) -> None:
         self.summary = summary(run, result)
         write_json_atomic(self.summary, self.paths.train_summary)
 
@@ -79,5 +90,8 @@ def summary(run, result) -> dict[str, Any]:
         "model_params_sha256": result.digest,
         "registered_model": tracking.get("registered_model"),
         "registered_version": tracking.get("registered_version"),
+        "promoted": tracking.get("promoted"),
+        "promotion": tracking.get("promotion"),
+        "registration_error": tracking.get("registration_error"),
         "num_params": run.layout.size,
     }

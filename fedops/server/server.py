@@ -65,7 +65,7 @@ class Server:
         q = config.quality
         self.norm_filter = NormFilter(q.norm_multiple) if q.norm_multiple is not None else None
         central = config.privacy.mode == "central"
-        self.scores = (AnomalyScores(q.num_byzantine, q.flag_norm_z, q.flag_cosine)
+        self.scores = (AnomalyScores(q.num_byzantine, q.flag_norm_z, q.flag_cosine_z, q.flag_min_clients)
                        if q.scores_on(secagg=config.secagg.enabled, central_dp=central) else None)
         self.root = root
         if getattr(config.server.aggregator, "needs_reference", False) and root is None:

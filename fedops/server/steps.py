@@ -192,13 +192,15 @@ class AnomalyScores:
 
     num_byzantine: int | None
     flag_norm_z: float
-    flag_cosine: float
+    flag_cosine_z: float
+    min_clients: int
 
     def __call__(self, batch: UpdateBatch, aggregate: torch.Tensor, rows: dict[int, dict[str, Any]]) -> float:
         from fedops.quality import anomaly_scores
 
         scores = anomaly_scores(batch.stack, aggregate, num_byzantine=self.num_byzantine,
-                                flag_norm_z=self.flag_norm_z, flag_cosine=self.flag_cosine)
+                                flag_norm_z=self.flag_norm_z, flag_cosine_z=self.flag_cosine_z,
+                                min_clients=self.min_clients)
         for i, cid in enumerate(batch.client_ids):
             rows[cid].update(scores.row(i))
         return float(scores.flagged.sum())

@@ -14,6 +14,9 @@ from typing import Any
 
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
+EXPERIMENT_KIND = "mlflow.experimentKind"
+TRAINING = "custom_model_development"
+"""MLflow 3's UI opens an experiment of this kind on its training runs (not the GenAI overview)."""
 
 
 def resolve_tracking_uri(configured: str | None, mlflow_dir: Path) -> str:
@@ -22,7 +25,23 @@ def resolve_tracking_uri(configured: str | None, mlflow_dir: Path) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     mlflow_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(mlflow_dir / 'mlflow.db').resolve()}"
+    uri = f"sqlite:///{(mlflow_dir / 'mlflow.db').resolve()}"
+    _ensure_store(uri, mlflow_dir / "artifacts")
+    return uri
+
+
+def _ensure_store(tracking_uri: str, artifact_dir: Path | None) -> None:
+    """Create an embedded SQLite store with its artifact root inside the work directory (MLflow
+    would otherwise give its Default experiment ``./mlruns`` in the current directory)."""
+    if artifact_dir is None or not tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if db.is_file():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    SqlAlchemyStore(tracking_uri, artifact_dir.resolve().as_uri())
 
 
 class RunTracker:
@@ -56,6 +75,7 @@ class RunTracker:
         else:
             os.environ["MLFLOW_TRACKING_URI"] = user_env
         self.tracking_uri = tracking_uri
+        _ensure_store(tracking_uri, artifact_dir)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         if run_id is not None:
             run = self.client.get_run(run_id)
@@ -67,9 +87,12 @@ class RunTracker:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                                   tags={EXPERIMENT_KIND: TRAINING})
             else:
                 self.experiment_id = exp.experiment_id
+                if EXPERIMENT_KIND not in exp.tags:  # opens on its runs, not MLflow 3's GenAI overview
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, TRAINING)
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {})
             self.run_id = run.info.run_id
 
@@ -111,43 +134,35 @@ class RunTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_model(
-        self,
-        model,
-        *,
-        name: str = "model",
-        registered_model_name: str | None = None,
-        alias: str | None = None,
-    ) -> str | None:
-        """Log the torch model (pickle format: fast, loads back the class) and register it; returns
-        the registered version. Idempotent per run: a model this run already logged, or a version
-        already registered from it, is reused (a resumed run registers once)."""
-        import mlflow.pytorch
+    def log_model(self, model, *, input_example: Any, name: str = "model") -> str:
+        """Log the torch model once per run (a resumed run reuses it) and return its URI.
 
-        from fedops import failpoints
+        Stored as an exported program (``serialization_format="pt2"``: weights and graph, loading
+        it runs no pickle), with the signature MLflow infers from ``input_example``; it loads
+        back with ``mlflow.pytorch.load_model``."""
+        import mlflow.pytorch
 
         logged = [m for m in self._mlflow.search_logged_models(
             experiment_ids=[self.experiment_id], filter_string=f"source_run_id = '{self.run_id}'", output_format="list")
             if m.name == name]
         if logged:
-            model_uri = logged[0].model_uri
-        else:
-            with self._mlflow.start_run(run_id=self.run_id, nested=False):
-                info = mlflow.pytorch.log_model(model.cpu(), name=name, serialization_format="pickle",
-                                                pip_requirements=["torch", "fedops"])
-            model_uri = info.model_uri
-        if not registered_model_name:
-            return None
+            return logged[0].model_uri
+        with self._mlflow.start_run(run_id=self.run_id, nested=False):
+            info = mlflow.pytorch.log_model(model.cpu().eval(), name=name, serialization_format="pt2",
+                                            input_example=input_example,
+                                            pip_requirements=[f"torch=={_version('torch')}", "fedops"])
+        return info.model_uri
+
+    def register(self, model_uri: str, registered_model_name: str) -> str:
+        """Register the run's model once (a resumed run reuses its version); returns the version."""
+        from fedops import failpoints
+
         failpoints.hit("run.registering")
         versions = [v for v in self.client.search_model_versions(f"name = '{registered_model_name}'")
                     if v.run_id == self.run_id]
         if versions:
-            version = str(versions[0].version)
-        else:
-            version = str(self._mlflow.register_model(model_uri, registered_model_name).version)
-        if alias:
-            self.client.set_registered_model_alias(registered_model_name, alias, version)
-        return version
+            return str(versions[0].version)
+        return str(self._mlflow.register_model(model_uri, registered_model_name).version)
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
@@ -156,3 +171,9 @@ class RunTracker:
     def ui_hint(self) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id} at {self.tracking_uri}"
 
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)

@@ -19,6 +19,7 @@ Only the release policy's record reaches this module.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from fedops.round.outputs import rounds_csv
 from fedops.tracking.mlflow_tracker import RunTracker, resolve_tracking_uri
 
 SENTINEL = "time/round_s"
+CLIENT_ROWS = "clients.jsonl"
 """Logged in every round under every release policy: its steps are the rounds already logged."""
 
 
@@ -69,6 +71,7 @@ class MlflowObserver:
             count = int(self.tracker.client.get_run(self.tracker.run_id).data.tags.get("fedops.resume_count", "0")) + 1
             self.tracker.set_tags({"fedops.resumed": "true", "fedops.resume_count": str(count),
                                    f"fedops.resumed_{count}_from_round": str(resumed_from)})
+            self._link_orchestrator(run)
             self._catch_up(run)
             return
         orphan = self._orphan()
@@ -80,32 +83,80 @@ class MlflowObserver:
         self._log_setup(run)
         run.extras["mlflow"] = {"run_id": self.tracker.run_id, "experiment_id": self.tracker.experiment_id,
                                 "tracking_uri": self.tracking_uri}
+        self._link_orchestrator(run)
 
     def round_done(self, run, record) -> None:
         if record.client_table is not None:
             self.tracker.log_dict(record.client_table, f"clients/round_{record.round:04d}.json")
+            if self.checkpoint_dir is not None:  # for the table across rounds, logged at the end
+                with open(self.checkpoint_dir / CLIENT_ROWS, "a") as fh:
+                    fh.writelines(json.dumps(row, default=float) + "\n" for row in record.client_table)
         failpoints.hit("tracking.artifacts", round_idx=record.round)
         self.tracker.log_metrics(record.metrics, step=record.round, timestamp_ms=record.timestamp_ms)
 
     def finished(self, run, result) -> None:
         t = self.tracker
         t.log_text(rounds_csv(result.history), "reports/rounds.csv")
+        self._log_tables_and_curves(result)
         tags = {"model.params_sha256": result.digest}
         if result.stopped:
             tags["fedops.stopped"] = result.stopped
         t.set_tags(tags)
-        info = run.extras.setdefault("mlflow", {})
         if self.config.tracking.register_model:
-            name = self.config.tracking.model_name or self.config.name
-            info["registered_model"] = name
-            info["registered_version"] = t.log_model(run.final_model(), name="model", registered_model_name=name,
-                                                     alias="current")
+            self._register(run)
         t.end("FINISHED")
+
+    def _register(self, run) -> None:
+        """Log the model (pickle-free, with a signature), register it, and move the ``current``
+        alias only if it is not worse than the version holding it. A failure here keeps the run
+        FINISHED and the model in the work directory, and says how to register it by hand."""
+        from fedops.tracking.promotion import decide, model_accuracy
+
+        t, cfg = self.tracker, self.config
+        name = cfg.tracking.model_name or cfg.name
+        info = run.extras.setdefault("mlflow", {})
+        testset = run.world.testset
+        x, y = testset.x.numpy(), testset.y.numpy()
+        try:
+            uri = t.log_model(run.final_model(), input_example=x[:2])
+            version = t.register(uri, name)
+            decision = decide(t.client, name=name, version=version, margin=cfg.tracking.promote_margin,
+                              accuracy_of=lambda model_uri: model_accuracy(model_uri, x, y))
+        except Exception as exc:  # training is not lost: the model file is already in the work directory
+            why = f"{type(exc).__name__}: {exc}"[:1000]
+            t.set_tags({"fedops.registration_failed": (
+                f"{why}. The trained model is in {self.paths.model}; to register it: python -c \"import mlflow; "
+                f"mlflow.set_tracking_uri('{self.tracking_uri}'); mlflow.register_model('runs:/{t.run_id}/model', "
+                f"'{name}')\"")})
+            info.update(registered_model=None, registered_version=None, registration_error=why)
+            return
+        t.set_tags({"fedops.promotion": decision.reason, "fedops.registered_version": version})
+        info.update(registered_model=name, registered_version=version, promoted=decision.promoted,
+                    promotion=decision.reason)
+
+    def _log_tables_and_curves(self, result) -> None:
+        """The client table across rounds as one MLflow table, and the curves as a picture."""
+        import pandas as pd
+
+        rows_file = None if self.checkpoint_dir is None else self.checkpoint_dir / CLIENT_ROWS
+        if rows_file is not None and rows_file.is_file():
+            rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+            table = pd.DataFrame(rows).drop_duplicates(subset=["round", "client_id"], keep="last")
+            self.tracker.client.log_table(self.tracker.run_id, table.sort_values(["round", "client_id"]),
+                                          "clients.json")
+        figure = curves_figure(result.history)
+        if figure is not None:
+            self.tracker.client.log_figure(self.tracker.run_id, figure, "plots/curves.png")
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
 
     def failed(self, run, *, status: str, error: BaseException) -> None:
         if self.tracker is None:
             return
-        self.tracker.set_tags({"fedops.failure": f"{type(error).__name__}: {error}"[:5000]})
+        what = f"{type(error).__name__}: {error}"[:5000]
+        self.tracker.set_tags({"fedops.failure" if status == "FAILED" else "fedops.killed": what,
+                               "fedops.last_complete_round": str(run.round_idx)})
         self.tracker.end(status)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -143,8 +194,17 @@ class MlflowObserver:
             t.log_params({f"privacy.disclosure.{k}": v for k, v in disclosure.items()})
             t.log_dict(disclosure, "privacy/disclosure.json")
 
+    def _link_orchestrator(self, run) -> None:
+        """Tags naming the Prefect flow run that runs this attempt (the flow run links back)."""
+        prefect = run.extras.get("prefect") or {}
+        if prefect.get("flow_run_id"):
+            self.tracker.set_tags({"prefect.flow_run_id": prefect["flow_run_id"],
+                                   "prefect.flow_run_name": prefect.get("flow_run_name", ""),
+                                   "prefect.flow_run_url": prefect.get("flow_run_url", "")})
+
     def _orphan(self) -> str | None:
-        """A RUNNING run of this checkpoint directory that never reached its first checkpoint."""
+        """A run of this checkpoint directory that never reached its first checkpoint (left
+        RUNNING by a killed process, or since marked KILLED by :func:`mark_stale_runs`)."""
         if self.checkpoint_dir is None:
             return None
         from mlflow.tracking import MlflowClient
@@ -154,9 +214,9 @@ class MlflowObserver:
         if exp is None:
             return None
         where = str(self.checkpoint_dir).replace("'", "\\'")
-        runs = client.search_runs([exp.experiment_id], filter_string=(
-            f"tags.`fedops.checkpoint` = '{where}' and attributes.status = 'RUNNING'"), max_results=5)
-        fresh = [r for r in runs if not r.data.metrics]
+        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`fedops.checkpoint` = '{where}'",
+                                  max_results=20)
+        fresh = [r for r in runs if r.info.status in ("RUNNING", "KILLED") and not r.data.metrics]
         return fresh[0].info.run_id if fresh else None
 
     def _catch_up(self, run) -> None:
@@ -164,3 +224,69 @@ class MlflowObserver:
         record = run.last_record
         if record is not None and record.round not in self.tracker.logged_steps(SENTINEL):
             self.round_done(run, record)
+
+
+def mark_stale_runs(paths: Paths, tracking_uri: str) -> list[str]:
+    """Training runs of this work directory that a killed process left RUNNING become KILLED.
+
+    Call it holding the work directory's lock (:mod:`fedops.workdir`): then no live process is
+    training here, and a RUNNING run tagged with one of its checkpoint directories is stale. It
+    costs nothing unless a checkpoint directory holds an unfinished run. Returns the run ids marked."""
+    import json
+    import os
+    import time
+
+    root = paths.checkpoints
+    stale_dirs = []
+    for directory in root.glob("*") if root.is_dir() else []:
+        manifest = directory / "manifest.json"
+        try:
+            finished = manifest.is_file() and json.loads(manifest.read_text()).get("finished")
+        except (OSError, ValueError):
+            finished = False
+        if directory.is_dir() and not finished:
+            stale_dirs.append(str(directory))
+    if not stale_dirs:
+        return []
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    marked = []
+    for directory in stale_dirs:
+        where = directory.replace("'", "\\'")
+        for run in client.search_runs(experiments, filter_string=(
+                f"tags.`fedops.checkpoint` = '{where}' and attributes.status = 'RUNNING'")) if experiments else []:
+            steps = {m.step for m in client.get_metric_history(run.info.run_id, SENTINEL)}
+            client.set_tag(run.info.run_id, "fedops.killed", (
+                f"its process was gone (killed) at round {max(steps, default=0)}; marked by pid {os.getpid()} at "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}; the same command resumes it"))
+            client.set_terminated(run.info.run_id, status="KILLED")
+            marked.append(run.info.run_id)
+    return marked
+
+
+CURVES = (("test/accuracy", "test accuracy"), ("train/loss", "training loss"),
+          ("comm/bytes_up", "upload bytes per round"), ("privacy/epsilon", "epsilon spent"))
+
+
+def curves_figure(history: list[dict[str, Any]]):
+    """One panel per released curve (accuracy, loss, bytes, epsilon) over the rounds; None if none."""
+    panels = [(key, title) for key, title in CURVES if any(h.get(key) is not None for h in history)]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        points = [(h["round"], h[key]) for h in history if h.get(key) is not None]
+        ax.plot([r for r, _ in points], [v for _, v in points], marker="o" if len(points) < 40 else None, ms=3)
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
