@@ -352,6 +352,18 @@ def bench_compression(rounds: Optional[int] = typer.Option(None, help="Rounds pe
                       f"up {r['up_mb']:8.2f} MB  down {r['down_mb']:8.2f} MB")
 
 
+@bench_app.command("startup")
+def bench_startup(repeats: int = typer.Option(7, min=1)) -> None:
+    """Seconds until a config error is reported (fedops run BAD.yaml), beside `fedops --version`."""
+    with _user_errors():
+        from fedops_benchmarks.startup import main
+
+        r = main(repeats=repeats)
+        out.print(f"config error, {r['repeats']} runs interleaved with `fedops --version`: median "
+                  f"{r['error_median_s']:.2f} s, max {r['error_max_s']:.2f} s (`fedops --version`: median "
+                  f"{r['version_median_s']:.2f} s, max {r['version_max_s']:.2f} s)\n  {r['message']}")
+
+
 @bench_app.command("anomaly")
 def bench_anomaly() -> None:
     """False-positive rate of the anomaly flag on clean Fashion-MNIST and Pima runs, per clients

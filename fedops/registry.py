@@ -11,6 +11,17 @@ by its registry key::
 ``Registry.build({"name": "dirichlet", "alpha": 0.5})`` looks the key up (unknown keys raise
 ``ValueError`` listing the known ones) and validates the remaining fields with that plug-in's
 model.
+
+Plug-ins from other packages register through Python entry points, one group per family
+(``fedops.models``, ``fedops.datasets``, ``fedops.partitioners``, ``fedops.codecs``,
+``fedops.aggregators``, ``fedops.server_optimizers``, ``fedops.selectors``, ``fedops.attacks``).
+An entry point names a plug-in class (registered under the entry point's name) or a module
+(imported; its classes register themselves with ``REGISTRY.register``). In ``pyproject.toml``::
+
+    [project.entry-points."fedops.models"]
+    tiny_linear = "my_package.models:TinyLinear"
+
+They load the first time the family is looked up; one that fails to load is reported by name.
 """
 
 from __future__ import annotations
@@ -37,9 +48,11 @@ class PluginModel(BaseModel):
 class Registry(Generic[T]):
     """Maps a key to a class for one plug-in family (partitioner, aggregator, codec, ...)."""
 
-    def __init__(self, family: str) -> None:
+    def __init__(self, family: str, *, entry_points: str | None = None) -> None:
         self.family = family
+        self.entry_points = entry_points
         self._items: dict[str, T] = {}
+        self._plugins_loaded = entry_points is None
 
     def register(self, key: str) -> Callable[[T], T]:
         def decorator(cls: T) -> T:
@@ -50,13 +63,38 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def _load_plugins(self) -> None:
+        """Register the plug-ins other packages declare in this family's entry-point group."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        import inspect
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=self.entry_points):
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plug-in is named, not a traceback from deep inside
+                raise ValueError(f"{self.family} plug-in {ep.name!r} ({ep.value}, entry point group "
+                                 f"{self.entry_points}) failed to load: {type(exc).__name__}: {exc}") from exc
+            if inspect.ismodule(obj):
+                continue  # its classes registered themselves on import
+            if not (isinstance(obj, type) and issubclass(obj, PluginModel)):
+                raise ValueError(f"{self.family} plug-in {ep.name!r} ({ep.value}) is not a fedops plug-in class "
+                                 "(a subclass of the family's base model) or a module")
+            if self._items.get(ep.name) is not obj:
+                self.register(ep.name)(obj)
+
     def keys(self) -> list[str]:
+        self._load_plugins()
         return sorted(self._items)
 
     def __contains__(self, key: object) -> bool:
+        self._load_plugins()
         return key in self._items
 
     def get(self, key: str) -> T:
+        self._load_plugins()
         try:
             return self._items[key]
         except KeyError:

@@ -29,11 +29,15 @@ DATASETS: dict[str, dict[str, Any]] = {
         "num_clients": 20, "rounds": 30, "per_round": (3, 5, 10, 20),
     },
 }
-SKEWS: list[tuple[str, dict[str, Any]]] = [
-    ("IID", {"name": "iid"}),
-    ("Dirichlet 1.0", {"name": "dirichlet", "alpha": 1.0, "min_size": 10}),
-    ("Dirichlet 0.1", {"name": "dirichlet", "alpha": 0.1, "min_size": 10}),
-]
+SKEWS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "Fashion-MNIST": [("IID", {"name": "iid"}),
+                      ("Dirichlet 1.0", {"name": "dirichlet", "alpha": 1.0, "min_size": 10}),
+                      ("Dirichlet 0.1", {"name": "dirichlet", "alpha": 0.1, "min_size": 10})],
+    # 614 training rows, 2 classes: 20 clients of >= 5 rows each rule out alpha = 0.1
+    "Pima": [("IID", {"name": "iid"}),
+             ("Dirichlet 1.0", {"name": "dirichlet", "alpha": 1.0, "min_size": 5}),
+             ("Dirichlet 0.3", {"name": "dirichlet", "alpha": 0.3, "min_size": 5})],
+}
 
 
 def _overrides(dataset: str, skew: dict[str, Any], per_round: int | None = None) -> dict[str, Any]:
@@ -83,7 +87,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
 def jobs(base: Path) -> list[dict[str, Any]]:
     return [{"dataset": d, "skew_label": label, "skew": skew, "per_round": k, "workdir": str(_workdir(base, d, label))}
-            for d, spec in DATASETS.items() for label, skew in SKEWS for k in spec["per_round"]]
+            for d, spec in DATASETS.items() for label, skew in SKEWS[d] for k in spec["per_round"]]
 
 
 def main(*, workdir: Path | None = None, processes: int = 2, log=print) -> dict[str, Any]:
@@ -93,7 +97,7 @@ def main(*, workdir: Path | None = None, processes: int = 2, log=print) -> dict[
     base = workdir or ROOT / ".cache" / "bench" / "anomaly"
     start = time.perf_counter()
     for dataset, spec in DATASETS.items():
-        for label, skew in SKEWS:
+        for label, skew in SKEWS[dataset]:
             prepare(load_config(spec["config"], _overrides(dataset, skew)), _workdir(base, dataset, label))
     todo = jobs(base)
     log(f"{len(todo)} clean runs on {processes} processes")

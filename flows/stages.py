@@ -92,7 +92,7 @@ def partition_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]
     else:
         write_json_atomic({"enabled": False, "reports": []}, paths.client_validation_report)
     save_manifest(manifest, paths.manifest)
-    plot_label_heatmap(manifest, paths.heatmap)
+    plot_label_heatmap(manifest, paths.heatmap, class_names=bundle.class_names)
     sizes = np.array([c["size"] for c in manifest["clients"]])
     return {
         "num_clients": len(sizes),

@@ -95,3 +95,22 @@ def test_a_private_data_file_stays_private_when_prepared(tmp_path):
     run_stage("prepare", cfg, str(tmp_path / "work"))
     copied = list((tmp_path / "work" / "data" / "raw" / "fashion_mnist").glob("*-ubyte.gz"))
     assert copied and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in copied)
+
+
+def test_loading_every_shipped_config_imports_neither_torch_pandas_nor_prefect():
+    """A config error is reported before the heavy imports (fedops/lazy.py): loading and
+    validating each config in a fresh interpreter leaves torch, pandas and prefect unimported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, glob\n"
+        "from fedops.config import load_config\n"
+        "for path in ['params.yaml', *sorted(glob.glob('configs/*.yaml'))]:\n"
+        "    load_config(path)\n"
+        "heavy = sorted(m for m in ('torch', 'pandas', 'prefect', 'mlflow', 'great_expectations') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "", proc.stdout

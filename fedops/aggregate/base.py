@@ -14,8 +14,8 @@ from fedops.lazy import torch  # torch on first use: configs load without it
 
 from fedops.registry import PluginModel, Registry
 
-AGGREGATORS = Registry("aggregator")
-SERVER_OPTIMIZERS = Registry("server optimizer")
+AGGREGATORS = Registry("aggregator", entry_points="fedops.aggregators")
+SERVER_OPTIMIZERS = Registry("server optimizer", entry_points="fedops.server_optimizers")
 
 
 def check_stack(updates: torch.Tensor, weights: torch.Tensor) -> None:

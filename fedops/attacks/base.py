@@ -28,7 +28,7 @@ from pydantic import Field
 
 from fedops.registry import PluginModel, Registry
 
-ATTACKS = Registry("attack")
+ATTACKS = Registry("attack", entry_points="fedops.attacks")
 
 #: a strictly positive, finite float hyperparameter
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]

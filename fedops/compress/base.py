@@ -30,7 +30,7 @@ from fedops.lazy import torch  # torch on first use: configs load without it
 from fedops.registry import PluginModel, Registry
 from fedops.types import ParamLayout
 
-CODECS = Registry("codec")
+CODECS = Registry("codec", entry_points="fedops.codecs")
 
 
 def tensor_bytes(t: torch.Tensor) -> int:

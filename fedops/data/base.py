@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry("dataset", entry_points="fedops.datasets")
 
 HASHES_FILE = "hashes.json"
 

@@ -8,7 +8,7 @@ from fedops.lazy import torch, nn  # torch on first use: configs load without it
 
 from fedops.registry import PluginModel, Registry
 
-MODELS = Registry("model")
+MODELS = Registry("model", entry_points="fedops.models")
 
 
 class ModelSpec(PluginModel):

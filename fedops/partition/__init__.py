@@ -18,7 +18,13 @@ from fedops.partition import (  # noqa: F401  (imported so that each registers i
 )
 from fedops.partition.base import PARTITIONERS, Partition, Partitioner
 from fedops.partition.feature_skew import apply_feature_transform
-from fedops.partition.manifest import build_manifest, load_manifest, plot_label_heatmap, save_manifest
+from fedops.partition.manifest import (
+    build_manifest,
+    label_heatmap_figure,
+    load_manifest,
+    plot_label_heatmap,
+    save_manifest,
+)
 
 __all__ = [
     "PARTITIONERS",
@@ -28,6 +34,7 @@ __all__ = [
     "build_manifest",
     "load_manifest",
     "partition_labels",
+    "label_heatmap_figure",
     "plot_label_heatmap",
     "save_manifest",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 
 from fedops.registry import PluginModel, Registry
 
-PARTITIONERS: Registry = Registry("partitioner")
+PARTITIONERS: Registry = Registry("partitioner", entry_points="fedops.partitioners")
 
 
 @dataclass(frozen=True, eq=False)

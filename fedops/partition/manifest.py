@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -128,36 +128,58 @@ def load_manifest(path: str | os.PathLike) -> tuple[Partition, dict[str, Any]]:
 
 
 def plot_label_heatmap(
-    manifest: dict[str, Any], path: str | os.PathLike, *, max_clients: int = 100
+    manifest: dict[str, Any], path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
+    max_rows: int = 60,
 ) -> Path:
-    """Save a PNG heat map of per-client class counts (clients x classes) with a colour bar.
-
-    Shows the first ``max_clients`` clients; the title names the partitioner and its params.
-    Uses matplotlib's object API with the Agg canvas, so no global backend state is touched.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if max_clients < 1:
-        raise ValueError(f"max_clients must be >= 1, got {max_clients}")
-    clients = manifest["clients"][:max_clients]
-    counts = np.array([c["label_histogram"] for c in clients], dtype=np.int64).reshape(
-        len(clients), manifest["num_classes"]
-    )
-    params = ", ".join(f"{k}={v}" for k, v in manifest.get("params", {}).items())
-    shown = "" if len(clients) == manifest["num_clients"] else (
-        f" (first {len(clients)} of {manifest['num_clients']} clients)"
-    )
-    fig = Figure(figsize=(max(4.0, 0.4 * counts.shape[1] + 2.5), max(3.0, 0.12 * len(clients) + 2.0)))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    image = ax.imshow(counts, aspect="auto", interpolation="nearest", cmap="viridis")
-    fig.colorbar(image, ax=ax, label="samples")
-    ax.set_xlabel("class")
-    ax.set_ylabel("client")
-    ax.set_title(f"{manifest['dataset']}: {manifest['partitioner']}({params}){shown}", fontsize=9)
-    fig.tight_layout()
+    """Save :func:`label_heatmap_figure` as a PNG at ``path``."""
+    fig = label_heatmap_figure(manifest, class_names=class_names, max_rows=max_rows)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
     return path
+
+
+def label_heatmap_figure(manifest: dict[str, Any], *, class_names: Sequence[str] | None = None, max_rows: int = 60):
+    """A heat map of per-client class counts (clients x classes) with a colour bar.
+
+    Up to ``max_rows`` clients get a row each, labelled with integer client ids; with more clients
+    consecutive clients are grouped into ``max_rows`` rows (each row: the group's summed counts,
+    labelled with its id range), so 1,000 clients read as well as 20. Classes are labelled with
+    ``class_names`` when given. The title (data set, partitioner and its parameters) wraps to the
+    figure's width. Uses matplotlib's object API with the Agg canvas: no global backend state.
+    """
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    k, n = manifest["num_clients"], manifest["num_classes"]
+    counts = np.array([c["label_histogram"] for c in manifest["clients"]], dtype=np.int64).reshape(k, n)
+    names = [str(c) for c in class_names] if class_names and len(class_names) == n else [str(c) for c in range(n)]
+    if k > max_rows:
+        edges = np.linspace(0, k, max_rows + 1).round().astype(int)
+        counts = np.add.reduceat(counts, edges[:-1], axis=0)
+        row_labels = [f"{a}-{b - 1}" if b - a > 1 else str(a) for a, b in zip(edges[:-1], edges[1:])]
+        ylabel = f"clients (consecutive ids, {k} in {max_rows} groups)"
+    else:
+        row_labels = [str(i) for i in range(k)]
+        ylabel = "client"
+    rows = len(row_labels)
+    width = max(5.0, 0.45 * n + 3.0)
+    fig = Figure(figsize=(width, max(3.5, 0.16 * rows + 2.2)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(counts, aspect="auto", interpolation="nearest", cmap="viridis")
+    fig.colorbar(image, ax=ax, label="samples" if k <= max_rows else "samples (summed over the group)")
+    ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right" if
+                  max(map(len, names)) > 2 else "center", fontsize=8)
+    ticks = np.unique(np.linspace(0, rows - 1, min(rows, 30)).round().astype(int))  # <= 30 labels, first and last
+    ax.set_yticks(ticks, [row_labels[i] for i in ticks], fontsize=7 if rows > 20 else 8)
+    ax.set_xlabel("class")
+    ax.set_ylabel(ylabel)
+    params = ", ".join(f"{key}={v}" for key, v in manifest.get("params", {}).items())
+    title = f"{manifest['dataset']}: label counts per client, {manifest['partitioner']}({params}), {k} clients"
+    ax.set_title("\n".join(textwrap.wrap(title, width=int(width * 9))), fontsize=9)
+    return fig

@@ -9,7 +9,7 @@ import numpy as np
 
 from fedops.registry import PluginModel, Registry
 
-SELECTORS = Registry("client selector")
+SELECTORS = Registry("client selector", entry_points="fedops.selectors")
 
 
 class Selector(PluginModel):

@@ -12,6 +12,7 @@ from fedops.partition import (
     build_manifest,
     load_manifest,
     partition_labels,
+    label_heatmap_figure,
     plot_label_heatmap,
     save_manifest,
 )
@@ -123,10 +124,41 @@ def test_build_manifest_checks_labels_against_num_classes(manifest, labels):
                        num_classes=5)
 
 
-@pytest.mark.parametrize("max_clients", [100, 3])
-def test_heatmap_is_a_png(manifest, tmp_path, max_clients):
+@pytest.mark.parametrize("max_rows", [100, 3])
+def test_heatmap_is_a_png(manifest, tmp_path, max_rows):
     m, _ = manifest
-    path = plot_label_heatmap(m, tmp_path / "plots" / "heat.png", max_clients=max_clients)
+    path = plot_label_heatmap(m, tmp_path / "plots" / "heat.png", max_rows=max_rows)
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC
     assert len(data) > 1000
+
+
+def _synthetic_manifest(num_clients: int, num_classes: int = 10) -> dict:
+    rng = np.random.default_rng(0)
+    hist = rng.integers(0, 50, size=(num_clients, num_classes))
+    return {"dataset": "fashion_mnist", "partitioner": "dirichlet", "params": {"alpha": 0.5, "min_size": 10},
+            "num_clients": num_clients, "num_classes": num_classes,
+            "clients": [{"label_histogram": h.tolist()} for h in hist]}
+
+
+@pytest.mark.parametrize("num_clients", [20, 1000])
+def test_heatmap_reads_at_20_and_1000_clients(num_clients):
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    m = _synthetic_manifest(num_clients)
+    fig = label_heatmap_figure(m, class_names=names)
+    (ax, _colorbar) = fig.axes
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    ylabels = [t.get_text() for t in ax.get_yticklabels()]
+    rows = ax.images[0].get_array().shape[0]
+    if num_clients == 20:
+        assert ylabels == [str(i) for i in range(20)] and rows == 20  # integer ids, one row per client
+    else:
+        assert rows == 60 and ylabels[0] == "0-16" and ylabels[-1].endswith("-999")  # grouped rows
+        summed = ax.images[0].get_array().sum()
+        assert summed == sum(sum(c["label_histogram"]) for c in m["clients"])  # nothing dropped
+        assert len(ylabels) <= 30
+    title = ax.title
+    box, figure = title.get_window_extent(), fig.bbox
+    assert box.x0 >= figure.x0 and box.x1 <= figure.x1 and box.y1 <= figure.y1  # the title fits
+    assert str(num_clients) in title.get_text() and "dirichlet" in title.get_text()
