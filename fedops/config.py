@@ -249,7 +249,7 @@ class QualitySection(Section):
     """Quality control of individual updates, every round (needs individual updates, so it is
     off under secure aggregation). ``norm_multiple``: reject an update whose L2 norm exceeds this
     multiple of the round's median norm (off when null). ``anomaly_scores``: robust norm z-score
-    (median / MAD), cosine to the aggregate and its robust z-score, and Krum score per client in
+    of the log norm (median / MAD), cosine to the aggregate and its robust z-score, and Krum score per client in
     the client table (null: on unless secure aggregation or central DP is on). A client is flagged
     when its norm z-score exceeds ``flag_norm_z`` or its cosine z-score is below ``-flag_cosine_z``
     (outliers relative to the round's other clients); rounds with fewer than ``flag_min_clients``
@@ -263,7 +263,7 @@ class QualitySection(Section):
     anomaly_scores: bool | None = None
     flag_norm_z: float = Field(3.5, gt=0)
     flag_cosine_z: float = Field(3.5, gt=0)
-    flag_min_clients: int = Field(5, ge=3)
+    flag_min_clients: int = Field(10, ge=3)
     num_byzantine: int | None = Field(None, ge=0)
     bad_data: Literal["exclude", "downweight", "keep"] = "exclude"
     bad_data_weight: float = Field(0.1, gt=0, lt=1)

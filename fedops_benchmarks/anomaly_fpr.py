@@ -6,7 +6,7 @@ Each run goes through fedops' round with the sequential executor
 (:func:`fedops.simulation.simulate`) and reads the client table each round releases. The rate is
 flagged client-rounds / scored client-rounds. The same runs also give the rate of the previous
 rule (norm z-score over 3, or cosine to the aggregate below 0, at any cohort size), recomputed
-from the same released scores, for comparison.
+from the same released norms and cosines, for comparison.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     from fedops.config import load_config
     from fedops.paths import Paths
+    from fedops.quality import robust_z
     from fedops.round import load_world
     from fedops.simulation import simulate
 
@@ -76,7 +77,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         flags = sum(bool(r["flagged"]) for r in rows)
         counts["flagged"] += flags
         counts["rounds_with_flags"] += flags > 0
-        counts["flagged_old"] += sum(r["norm_z"] > 3.0 or r["cosine_to_aggregate"] < 0.0 for r in rows)
+        if rows:  # the previous rule: robust z of the plain norm over 3, or cosine below 0
+            old_z = robust_z(torch.tensor([float(r["update_norm"]) for r in rows], dtype=torch.float64))
+            counts["flagged_old"] += sum(float(z) > 3.0 or r["cosine_to_aggregate"] < 0.0 for z, r in zip(old_z, rows))
 
     start = time.perf_counter()
     world = load_world(cfg, Paths.at(job["workdir"]))

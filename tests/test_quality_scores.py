@@ -19,8 +19,8 @@ def test_norm_outliers_hand_computed():
 def test_anomaly_scores_hand_computed():
     u = torch.tensor([[1.0, 0.0]] * 5 + [[-2.0, 0.0]])
     agg = u.mean(dim=0)  # [0.5, 0]
-    s = anomaly_scores(u, agg, num_byzantine=0)
-    # norms 1 x5, 2: median 1, MAD 0, so the scale is 1.2533 x mean |n - 1| = 1.2533 / 6
+    s = anomaly_scores(u, agg, num_byzantine=0, min_clients=5)
+    # log norms 0 x5, log 2: median 0, MAD 0, so the scale is 1.2533 x mean |dev| = 1.2533 log 2 / 6 (above the floor 0.1)
     assert s.norm_z.tolist() == pytest.approx([0.0] * 5 + [6 / 1.2533])
     assert s.cosine.tolist() == pytest.approx([1.0] * 5 + [-1.0])
     # cosines 1 x5, -1: median 1, MAD 0, scale 1.2533 x 2 / 6
@@ -29,7 +29,7 @@ def test_anomaly_scores_hand_computed():
     assert s.krum.tolist() == pytest.approx([0.0] * 5 + [36.0])
     assert s.flagged.tolist() == [False] * 5 + [True]  # both z-scores 4.79 beyond 3.5
     assert s.row(5)["flagged"] is True and s.row(0)["krum_score"] == pytest.approx(0.0)
-    assert not anomaly_scores(u, agg, flag_norm_z=5.0, flag_cosine_z=5.0).flagged.any()
+    assert not anomaly_scores(u, agg, flag_norm_z=5.0, flag_cosine_z=5.0, min_clients=5).flagged.any()
     assert not anomaly_scores(u, agg, min_clients=7).flagged.any()  # too few to estimate the spread
 
 
@@ -40,16 +40,17 @@ def test_honest_spread_is_not_flagged_but_an_outlier_against_it_is():
     angles = torch.tensor([0.45, 0.6, 0.8, 1.0, 1.2, 1.4, 1.7, 1.9])  # radians from the aggregate's direction
     u = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     agg = torch.tensor([1.0, 0.0])
-    s = anomaly_scores(u, agg)
+    s = anomaly_scores(u, agg, min_clients=5)
     assert (s.cosine < 0).sum() == 2 and not s.flagged.any()
     attacked = torch.cat([u, torch.tensor([[-3.0, 0.0]])])
-    s = anomaly_scores(attacked, agg)
+    s = anomaly_scores(attacked, agg, min_clients=5)
     assert s.flagged.tolist() == [False] * 8 + [True]
 
 
-def test_fewer_than_five_updates_flag_no_one():
-    u = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.9, 0.0], [-50.0, 0.0]])
-    assert not anomaly_scores(u, u.mean(dim=0)).flagged.any()
+def test_fewer_updates_than_min_clients_flag_no_one():
+    u = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.9, 0.0], [1.1, 0.0], [1.0, -0.1], [-50.0, 0.0]])
+    assert not anomaly_scores(u, u.mean(dim=0)).flagged.any()  # 6 < 10 by default
+    assert anomaly_scores(u, u.mean(dim=0), min_clients=6).flagged.tolist() == [False] * 5 + [True]
 
 
 def test_degenerate_cases():

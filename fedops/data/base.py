@@ -279,6 +279,54 @@ class Dataset(PluginModel):
 
 
 # --------------------------------------------------------------------------------------
+# tables (pima, tabular)
+# --------------------------------------------------------------------------------------
+
+
+def table_bundle(raw: RawData, *, name: str, features: Sequence[str], label: str,
+                 classes: Sequence[str]) -> DataBundle:
+    """Training tensors from a table's train and test frames: the ``features`` as float32,
+    standardised with the training split's mean and standard deviation (both skipping missing
+    cells; a missing cell becomes 0 before standardising, the code tabular sources use for a
+    missing measurement), and ``label`` as the index of its string in ``classes``."""
+    import torch
+
+    if raw.frame_train is None or raw.frame_test is None:
+        raise DataError(f"{name}: raw data has no frames")
+    features = list(features)
+    try:
+        xtr = raw.frame_train.loc[:, features].to_numpy(dtype=np.float64)
+        xte = raw.frame_test.loc[:, features].to_numpy(dtype=np.float64)
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"{name}: feature columns {features} are missing or not all numeric: {exc}") from exc
+    mean, std = np.nanmean(xtr, axis=0), np.nanstd(xtr, axis=0)
+    std[~(std > 0)] = 1.0
+    mean = np.nan_to_num(mean)
+    xtr, xte = np.nan_to_num(xtr, nan=0.0), np.nan_to_num(xte, nan=0.0)
+    classes = tuple(str(c) for c in classes)
+    codes = {c: i for i, c in enumerate(classes)}
+
+    def labels(frame: pd.DataFrame) -> np.ndarray:
+        values = frame[label].astype(str)
+        bad = sorted(set(values) - set(codes))
+        if bad:
+            raise DataError(f"{name}: labels {bad[:10]} are not among the classes {list(classes)}")
+        return values.map(codes).to_numpy(dtype=np.int64, copy=True)
+
+    return DataBundle(
+        name=name,
+        x_train=torch.as_tensor((xtr - mean) / std, dtype=torch.float32),
+        y_train=torch.as_tensor(labels(raw.frame_train)),
+        x_test=torch.as_tensor((xte - mean) / std, dtype=torch.float32),
+        y_test=torch.as_tensor(labels(raw.frame_test)),
+        num_classes=len(classes),
+        input_shape=(len(features),),
+        class_names=classes,
+        groups_train=None,
+    )
+
+
+# --------------------------------------------------------------------------------------
 # image helpers shared by fashion_mnist and synthetic
 # --------------------------------------------------------------------------------------
 

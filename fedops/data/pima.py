@@ -20,6 +20,7 @@ from fedops.data.base import (
     Scope,
     Source,
     Split,
+    table_bundle,
     verify_hashes,
 )
 
@@ -176,39 +177,4 @@ class Pima(Dataset):
     # ---- training tensors --------------------------------------------------------------
 
     def to_bundle(self, raw: RawData) -> DataBundle:
-        import torch
-
-        if raw.frame_train is None or raw.frame_test is None:
-            raise DataError("pima: raw data has no frames")
-        try:
-            xtr = raw.frame_train.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
-            xte = raw.frame_test.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
-        except (KeyError, ValueError) as exc:
-            raise DataError(f"pima: feature columns unusable: {exc}") from exc
-        # Missing cells (NaN, e.g. a client with gaps in its records) take the raw data's own code
-        # for a missing measurement, 0; the standardisation statistics skip them.
-        mean = np.nanmean(xtr, axis=0)
-        std = np.nanstd(xtr, axis=0)
-        std[~(std > 0)] = 1.0
-        mean = np.nan_to_num(mean)
-        xtr, xte = np.nan_to_num(xtr, nan=0.0), np.nan_to_num(xte, nan=0.0)
-        codes = {c: i for i, c in enumerate(CLASS_NAMES)}
-
-        def labels(frame: pd.DataFrame) -> np.ndarray:
-            vals = frame[LABEL].astype(str)
-            bad = sorted(set(vals) - set(codes))
-            if bad:
-                raise DataError(f"pima: unknown labels {bad}")
-            return vals.map(codes).to_numpy(dtype=np.int64, copy=True)
-
-        return DataBundle(
-            name=self.name,
-            x_train=torch.as_tensor((xtr - mean) / std, dtype=torch.float32),
-            y_train=torch.as_tensor(labels(raw.frame_train)),
-            x_test=torch.as_tensor((xte - mean) / std, dtype=torch.float32),
-            y_test=torch.as_tensor(labels(raw.frame_test)),
-            num_classes=len(CLASS_NAMES),
-            input_shape=(len(FEATURES),),
-            class_names=CLASS_NAMES,
-            groups_train=None,
-        )
+        return table_bundle(raw, name=self.name, features=FEATURES, label=LABEL, classes=CLASS_NAMES)

@@ -22,10 +22,20 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from fedops.data.base import DATASETS, DataBundle, DataError, Dataset, RawData, Scope, Source, Split, verify_hashes
+from fedops.data.base import (
+    DATASETS,
+    DataBundle,
+    DataError,
+    Dataset,
+    RawData,
+    Scope,
+    Source,
+    Split,
+    table_bundle,
+    verify_hashes,
+)
 from fedops.data.pima import stratified_split
 from fedops.lazy import pd  # pandas on first use: configs load without it
 
@@ -148,38 +158,4 @@ class Tabular(Dataset):
     # ---- training tensors --------------------------------------------------------------
 
     def to_bundle(self, raw: RawData) -> DataBundle:
-        import torch
-
-        if raw.frame_train is None or raw.frame_test is None:
-            raise DataError("tabular: raw data has no frames")
-        features = list(self.features)
-        try:
-            xtr = raw.frame_train.loc[:, features].to_numpy(dtype=np.float64)
-            xte = raw.frame_test.loc[:, features].to_numpy(dtype=np.float64)
-        except (KeyError, ValueError) as exc:
-            raise DataError(f"tabular: feature columns {features} are not all numeric: {exc}") from exc
-        mean, std = np.nanmean(xtr, axis=0), np.nanstd(xtr, axis=0)
-        std[~(std > 0)] = 1.0
-        mean = np.nan_to_num(mean)
-        xtr, xte = np.nan_to_num(xtr, nan=0.0), np.nan_to_num(xte, nan=0.0)
-        classes = tuple(self.classes)
-        codes = {c: i for i, c in enumerate(classes)}
-
-        def labels(frame: pd.DataFrame) -> np.ndarray:
-            vals = frame[self.label].astype(str)
-            bad = sorted(set(vals) - set(codes))
-            if bad:
-                raise DataError(f"tabular: labels {bad[:10]} are not among the classes {list(classes)}")
-            return vals.map(codes).to_numpy(dtype=np.int64, copy=True)
-
-        return DataBundle(
-            name=self.name,
-            x_train=torch.as_tensor((xtr - mean) / std, dtype=torch.float32),
-            y_train=torch.as_tensor(labels(raw.frame_train)),
-            x_test=torch.as_tensor((xte - mean) / std, dtype=torch.float32),
-            y_test=torch.as_tensor(labels(raw.frame_test)),
-            num_classes=len(classes),
-            input_shape=(len(features),),
-            class_names=tuple(classes),
-            groups_train=None,
-        )
+        return table_bundle(raw, name=self.name, features=self.features, label=self.label, classes=self.classes)

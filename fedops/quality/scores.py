@@ -3,7 +3,7 @@
 * :func:`norm_outliers`: which updates have an L2 norm above ``multiple`` times the round's
   median norm (the median is robust to a minority of huge updates, so a scaled-up attack cannot
   drag the threshold up with it).
-* :func:`anomaly_scores`: the robust norm z-score over the round (:func:`robust_z`), the cosine
+* :func:`anomaly_scores`: the robust z-score of the log norm over the round (:func:`robust_z`), the cosine
   between each update and the round's aggregate and its robust z-score over the round, and the
   Krum score (sum of squared distances to the ``k - f - 2`` nearest other updates, Blanchard et
   al. 2017). A client is flagged when its norm is an outlier above its peers (norm z-score over
@@ -43,7 +43,7 @@ def norm_outliers(updates: torch.Tensor, *, multiple: float) -> tuple[torch.Tens
     return norms > multiple * median, norms, median
 
 
-def robust_z(values: torch.Tensor) -> torch.Tensor:
+def robust_z(values: torch.Tensor, *, floor: float = 0.0) -> torch.Tensor:
     """Modified z-scores (Iglewicz and Hoaglin 1993): ``(x - median) / (1.4826 MAD)``.
 
     The median and the median absolute deviation (MAD) are not dragged along by a minority of
@@ -51,13 +51,15 @@ def robust_z(values: torch.Tensor) -> torch.Tensor:
     plain z-score stays near 1.5, a robust one near 50. When more than half the
     values are equal (MAD = 0) the scale falls back to ``1.2533 x`` the mean absolute deviation
     from the median; when every value is equal, all scores are 0. The median of an even count
-    is the mean of the two middle values."""
+    is the mean of the two middle values. ``floor`` bounds the scale from below: a spread that
+    small is not a spread worth flagging against."""
     x = values.to(torch.float64)
     med = torch.quantile(x, 0.5)
     dev = (x - med).abs()
     scale = 1.4826 * torch.quantile(dev, 0.5)
     if float(scale) == 0.0:
         scale = 1.2533 * dev.mean()
+    scale = torch.clamp(scale, min=floor)
     if float(scale) == 0.0:
         return torch.zeros_like(x)
     return (x - med) / scale
@@ -66,6 +68,12 @@ def robust_z(values: torch.Tensor) -> torch.Tensor:
 def default_byzantine(k: int) -> int:
     """The largest ``f`` with ``k > 2f + 2`` (Krum's condition), at least 0."""
     return max(0, (k - 3) // 2)
+
+
+LOG_NORM_FLOOR = 0.1
+"""The smallest spread of log norms scored against: z = 3.5 then needs a norm e^0.35 = 1.42x the median."""
+COSINE_FLOOR = 0.1
+"""The smallest spread of cosines scored against: z = -3.5 then needs a cosine 0.35 below the median."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ class AnomalyScores:
 
 def anomaly_scores(
     updates: torch.Tensor, aggregate: torch.Tensor, *, num_byzantine: int | None = None,
-    flag_norm_z: float = 3.5, flag_cosine_z: float = 3.5, min_clients: int = 5,
+    flag_norm_z: float = 3.5, flag_cosine_z: float = 3.5, min_clients: int = 10,
 ) -> AnomalyScores:
     u = _check(updates)
     a = aggregate.to(torch.float64).reshape(-1)
@@ -97,13 +105,15 @@ def anomaly_scores(
         raise ValueError(f"aggregate has {a.numel()} values, updates have {u.shape[1]}")
     k = u.shape[0]
     norms = torch.linalg.vector_norm(u, dim=1)
-    norm_z = robust_z(norms)
+    # on the log scale: norms spread multiplicatively (a client with one class, or few samples,
+    # moves further), so a 3.5 cut-off on log norms means "this many times larger than its peers"
+    norm_z = robust_z(norms.clamp_min(1e-12).log(), floor=LOG_NORM_FLOOR)
     a_norm = torch.linalg.vector_norm(a)
     denom = norms * a_norm
     cosine = torch.where(denom > 0, (u @ a) / denom.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
     f = default_byzantine(k) if num_byzantine is None else int(num_byzantine)
     krum = krum_scores(u, f) if k - f - 2 >= 1 else None
-    cosine_z = robust_z(cosine)
+    cosine_z = robust_z(cosine, floor=COSINE_FLOOR)
     if k < min_clients:
         flagged = torch.zeros(k, dtype=torch.bool)
     else:

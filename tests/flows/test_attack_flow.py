@@ -20,7 +20,7 @@ def test_sign_flip_attack_is_flagged_and_tagged(prepared):
 
     cfg = load_config(ROOT / "configs" / "tiny.yaml", {
         "server.rounds": 2, "server.fraction": 1.0, "execution.max_workers": 2,
-        "server.aggregator": "median",
+        "server.aggregator": "median", "quality.flag_min_clients": 5,
         "simulation": {"attack": {"name": "sign_flip", "scale": 10.0}, "malicious_fraction": 0.34},
     })
     summary = run_federated_training(cfg, str(prepared))
