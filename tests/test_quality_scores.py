@@ -70,3 +70,17 @@ def test_robust_z_hand_computed_and_not_dragged_by_outliers():
     plain = (norms - norms.mean()) / norms.std(unbiased=False)
     assert float(plain.max()) < 1.6 and (robust_z(norms)[4:] > 3).all() and (robust_z(norms)[:4].abs() < 3).all()
     assert robust_z(torch.full((4,), 2.0)).tolist() == [0.0] * 4
+
+
+def test_scaled_sign_flippers_are_flagged_among_honest_clients_of_uneven_norms():
+    """15 clients: 12 honest with norms spread log-normally (sigma 0.4, as uneven data sizes give)
+    and directions scattered around a common one, 3 sending -10x an honest update."""
+    g = torch.Generator().manual_seed(0)
+    d = 50
+    common = torch.randn(d, generator=g)
+    honest = common + 0.8 * torch.randn(12, d, generator=g)
+    honest = honest / honest.norm(dim=1, keepdim=True) * torch.exp(0.4 * torch.randn(12, 1, generator=g))
+    attackers = -10 * honest[:3]
+    u = torch.cat([honest, attackers])
+    s = anomaly_scores(u, u.mean(dim=0))
+    assert s.flagged.tolist() == [False] * 12 + [True] * 3
