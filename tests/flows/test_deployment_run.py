@@ -79,3 +79,15 @@ def test_a_deployment_runs_on_a_fresh_work_dir_and_links_mlflow(served):
     assert summary["run_id"] in result.data and "test accuracy" in result.data
     tags = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"]).data.tags
     assert tags["prefect.flow_run_id"] == str(run.id) and tags["prefect.flow_run_url"].endswith(str(run.id))
+    # the MLflow pages: a training experiment, one client table across rounds, the curves as a picture
+    client = MlflowClient(summary["tracking_uri"])
+    run_info = client.get_run(summary["run_id"])
+    experiment = client.get_experiment(run_info.info.experiment_id)
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    names = {a.path for a in client.list_artifacts(summary["run_id"])} | {
+        a.path for a in client.list_artifacts(summary["run_id"], "plots")}
+    assert {"clients.json", "plots/curves.png"} <= names, names
+    table = json.loads(Path(client.download_artifacts(summary["run_id"], "clients.json")).read_text())
+    rounds = {row[table["columns"].index("round")] for row in table["data"]}
+    assert rounds == {1, 2} and "client_id" in table["columns"]
+    assert Path(experiment.artifact_location.replace("file://", "")).resolve().is_relative_to(work.resolve())
