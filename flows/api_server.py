@@ -158,10 +158,27 @@ def local_api() -> Iterator[str | None]:
         finally:
             os.environ.pop("PREFECT_API_URL", None)
     finally:
+        if interrupted:
+            _drain_prefect_clients()
         fcntl.flock(users, fcntl.LOCK_UN)
         os.close(users)
         if interrupted:
             stop(only_if_unused=True)
+
+
+def _drain_prefect_clients(timeout: float = 5.0) -> None:
+    """Send Prefect's queued log lines and events now, while the server still answers: at exit
+    Prefect drains them anyway, and against a stopped server that meant a minute of retries."""
+    if "prefect.logging.handlers" not in sys.modules:
+        return
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for service in (APILogWorker, EventsWorker):
+            service.drain_all(timeout=timeout)
+    except Exception:  # noqa: BLE001 - best effort: the interrupted command is exiting anyway
+        pass
 
 
 def stop(*, only_if_unused: bool = True, timeout: float = 15.0) -> bool:

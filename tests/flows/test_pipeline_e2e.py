@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("tiny")
     cfg = load_config(TINY)
-    result = pipeline(cfg.to_params(), str(work))
+    result = pipeline(cfg.to_params(), workdir=str(work))
     return cfg, work, result
 
 

@@ -21,7 +21,7 @@ def test_pima_federated_matches_centralised_and_beats_crowdfl(tmp_path):
     point of its own centralised baseline on the same split, and beat both in absolute terms."""
     from flows.pipeline import pipeline
 
-    result = pipeline(load_config(ROOT / "configs" / "pima.yaml").to_params(), str(tmp_path))
+    result = pipeline(load_config(ROOT / "configs" / "pima.yaml").to_params(), workdir=str(tmp_path))
     fed, central = result["evaluate"]["test_accuracy"], result["baseline"]["test_accuracy"]
     assert abs(fed - central) <= 0.01, (fed, central)
     assert fed > 0.6545 and central > 0.6545
