@@ -118,7 +118,7 @@ def test_randk_under_secure_aggregation_with_dp(prepared):
 
 
 QSGD_DP = {"transport.codec": {"name": "qsgd", "bits": 8}, "server.selector": "poisson", "server.min_clients": 1,
-           "privacy": {"mode": "central", "noise_multiplier": 0.3, "clip_norm": 0.5}}
+           "privacy": {"mode": "central", "noise_multiplier": 0.3, "clip_norm": 0.5, "randomness": "seeded"}}
 
 
 def test_qsgd_with_client_level_dp_clips_before_encoding(prepared):

@@ -179,7 +179,8 @@ def test_dp_with_error_feedback_resumes_to_the_same_bytes(tmp_path):
 
 
 def test_dp_with_os_randomness_resumes_its_epsilon_not_its_noise(tmp_path):
-    config = _config(tmp_path, "crash-dp-os", server={"rounds": 4, "selector": "poisson", "min_clients": 1},
+    # q = 1: the OS-random Poisson sample is never empty (an empty one fails a DP round)
+    config = _config(tmp_path, "crash-dp-os", server={"rounds": 4, "selector": "poisson", "min_clients": 1, "fraction": 1.0},
                      privacy={"mode": "central", "noise_multiplier": 0.8, "clip_norm": 1.0})
     work = tmp_path / "work"
     cfg = _prepare(config, work)
@@ -187,7 +188,7 @@ def test_dp_with_os_randomness_resumes_its_epsilon_not_its_noise(tmp_path):
 
     acc, expected = RDPAccountant(), []
     for _ in range(4):
-        acc.step(noise_multiplier=0.8, sample_rate=0.5)
+        acc.step(noise_multiplier=0.8, sample_rate=1.0)
         expected.append(acc.get_epsilon(delta=cfg.privacy.delta))
     # SIGTERM (what timeout, systemd and Kubernetes send) after round 2: a clean stop, run KILLED
     proc = _train(config, work, "round.tracked@2=term")

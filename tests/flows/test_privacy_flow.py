@@ -28,7 +28,8 @@ def test_budget_stop_at_the_right_round_and_disclosure(prepared):
     assert 1 <= expected_rounds < 20
     cfg = load_config(ROOT / "configs" / "tiny.yaml", {
         "server.rounds": 20, "server.selector": "poisson", "server.min_clients": 1,
-        "privacy": {"mode": "central", "noise_multiplier": sigma, "target_epsilon": target, "clip_norm": 1.0},
+        "privacy": {"mode": "central", "noise_multiplier": sigma, "target_epsilon": target, "clip_norm": 1.0,
+                    "randomness": "seeded"},  # repeatable: an empty Poisson sample would fail a round
     })
     summary = run_federated_training(cfg, str(prepared))
     assert summary["rounds"] == expected_rounds
@@ -55,7 +56,7 @@ def test_target_epsilon_alone_solves_sigma_and_spends_at_most_the_budget(prepare
     cfg = load_config(ROOT / "configs" / "tiny.yaml", {
         "server.rounds": 4, "server.selector": "poisson",
         "privacy": {"mode": "central", "target_epsilon": 8.0, "clip_norm": 1.0, "adaptive_clipping": True,
-                    "clip_count_stddev": 5.0},
+                    "clip_count_stddev": 5.0, "randomness": "seeded"},
     })
     summary = run_federated_training(cfg, str(prepared))
     assert summary["rounds"] == 4 and summary["stopped"] is None
