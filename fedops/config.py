@@ -576,14 +576,32 @@ def _find_preset(name: str) -> Path:
 
 
 def merge_override(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``dotted`` in ``data``; a mapping value merges into an existing section key by key."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            merge_override(data, f"{dotted}.{key}", inner)
-        if not value:
-            apply_override(data, dotted, {})
-        return
+    """Set ``dotted`` in ``data``; a mapping value merges into an existing mapping key by key,
+    unless it names another plug-in (``{"name": "trimmed_mean", "beta": 0.2}`` over ``fedavg`` or
+    over ``{"name": "dirichlet", "alpha": 0.5}``): a new plug-in starts from its own defaults."""
+    current: Any = data
+    for key in dotted.split("."):
+        current = current.get(key) if isinstance(current, dict) else None
+    if isinstance(value, dict) and isinstance(current, dict):
+        if value.get("name", current.get("name")) == current.get("name"):
+            for key, inner in value.items():
+                merge_override(data, f"{dotted}.{key}", inner)
+            return
+        # another plug-in in a section that holds it beside its own keys (partition: num_clients)
+        own = _section_fields(dotted)
+        value = {**{k: v for k, v in current.items() if k in own}, **value}
     apply_override(data, dotted, value)
+
+
+def _section_fields(dotted: str) -> set[str]:
+    """The fields of the config section at ``dotted`` (empty when it is not a section)."""
+    model: Any = Config
+    for key in dotted.split("."):
+        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return set()
+        model = field.annotation
+    return set(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else set()
 
 
 def parse_override(item: str) -> tuple[str, Any]:

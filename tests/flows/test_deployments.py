@@ -21,3 +21,10 @@ def test_deployments_take_a_preset_and_overrides(tmp_path):
     dotted = resolve_config("tiny", {"server.rounds": 2})
     assert nested == dotted and nested.server.rounds == 2 and nested.server.fraction == base.server.fraction
     assert nested.model_copy(update={"server": base.server}) == base
+    # a mapping naming another plug-in replaces it (the old one's hyperparameters do not carry over)
+    switched = resolve_config("tiny", {"server": {"aggregator": {"name": "trimmed_mean", "beta": 0.4}},
+                                       "partition": {"name": "iid"}})
+    assert switched.server.aggregator.name == "trimmed_mean" and switched.partition.partitioner.name == "iid"
+    assert switched.partition.num_clients == base.partition.num_clients
+    tuned = resolve_config("tiny", {"partition": {"alpha": 0.3}})
+    assert tuned.partition.partitioner.alpha == 0.3 and tuned.partition.partitioner.min_size == 10
