@@ -2,10 +2,11 @@
 
 ``FEDOPS_FAILPOINTS="client.train@2,checkpoint.renamed@4"`` makes the process SIGKILL itself when
 it reaches ``client.train`` in round 2, or ``checkpoint.renamed`` in round 4; ``round.tracked@2=term``
-sends SIGTERM instead (what ``timeout``, systemd and Kubernetes send first), ``=int`` SIGINT (Ctrl-C),
-and ``=termgroup`` / ``=intgroup`` send them to the whole process group, as a terminal or a
-supervisor does. Without the variable every :func:`hit` returns at once. The crash-resume tests use it to stop a real training process at
-exact points of a round, then run it again.
+sends SIGTERM instead (what ``timeout``, systemd and Kubernetes send first), ``=int`` SIGINT
+(Ctrl-C), and ``=termgroup`` / ``=intgroup`` send them to the whole process group, as a terminal or
+a supervisor does. Without the variable every :func:`hit` returns at once. The crash-resume and
+interruption tests use it to stop a real training process at exact points of a round, then run it
+again.
 """
 
 from __future__ import annotations

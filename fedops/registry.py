@@ -26,6 +26,8 @@ They load the first time the family is looked up; one that fails to load is repo
 
 from __future__ import annotations
 
+import inspect
+from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -53,6 +55,7 @@ class Registry(Generic[T]):
         self.entry_points = entry_points
         self._items: dict[str, T] = {}
         self._plugins_loaded = entry_points is None
+        self._loading = False
 
     def register(self, key: str) -> Callable[[T], T]:
         def decorator(cls: T) -> T:
@@ -64,26 +67,28 @@ class Registry(Generic[T]):
         return decorator
 
     def _load_plugins(self) -> None:
-        """Register the plug-ins other packages declare in this family's entry-point group."""
-        if self._plugins_loaded:
+        """Register the plug-ins other packages declare in this family's entry-point group (once;
+        a plug-in that fails to load is reported again on the next lookup)."""
+        if self._plugins_loaded or self._loading:
             return
-        self._plugins_loaded = True
-        import inspect
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=self.entry_points):
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plug-in is named, not a traceback from deep inside
-                raise ValueError(f"{self.family} plug-in {ep.name!r} ({ep.value}, entry point group "
-                                 f"{self.entry_points}) failed to load: {type(exc).__name__}: {exc}") from exc
-            if inspect.ismodule(obj):
-                continue  # its classes registered themselves on import
-            if not (isinstance(obj, type) and issubclass(obj, PluginModel)):
-                raise ValueError(f"{self.family} plug-in {ep.name!r} ({ep.value}) is not a fedops plug-in class "
-                                 "(a subclass of the family's base model) or a module")
-            if self._items.get(ep.name) is not obj:
-                self.register(ep.name)(obj)
+        self._loading = True  # a plug-in module may look the family up while it is imported
+        try:
+            for ep in entry_points(group=self.entry_points):
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # a broken plug-in is named, not a traceback from deep inside
+                    raise ValueError(f"{self.family} plug-in {ep.name!r} ({ep.value}, entry point group "
+                                     f"{self.entry_points}) failed to load: {type(exc).__name__}: {exc}") from exc
+                if inspect.ismodule(obj):
+                    continue  # its classes registered themselves on import
+                if not (isinstance(obj, type) and issubclass(obj, PluginModel)):
+                    raise ValueError(f"{self.family} plug-in {ep.name!r} ({ep.value}) is not a fedops plug-in class "
+                                     "(a subclass of the family's base model) or a module")
+                if self._items.get(ep.name) is not obj:
+                    self.register(ep.name)(obj)
+            self._plugins_loaded = True
+        finally:
+            self._loading = False
 
     def keys(self) -> list[str]:
         self._load_plugins()

@@ -1,5 +1,5 @@
-"""The federated-training flow: load the prepared world (preparing it first on a fresh work
-directory), run the rounds through the executor the config names (Prefect tasks on threads or
+"""The federated-training flow: load the prepared world (running the data stages first when the
+work directory has no partition for this config), run the rounds through the executor the config names (Prefect tasks on threads or
 Dask, or in process), track them in MLflow and in the flow run (a log line per round, a result
 artifact), write the outputs. Resumes an interrupted run of the same config in the same work
 directory from its last checkpointed round; ``fresh=True`` starts over. All round logic lives in
@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow
 
 from fedops.config import Config
+from fedops.errors import MissingInput
 from fedops.paths import Paths
 from fedops.round import CheckpointStore, FederatedRun, checkpoint_key, load_world, run_training
 from fedops.round.outputs import ModelOutputs, SummaryOutput
@@ -153,16 +154,18 @@ def federated_training(config: str | dict[str, Any] = "params.yaml", overrides: 
     the data stages run first."""
     cfg, paths = _cfg(config, overrides), Paths.at(workdir)
     with workdir_lock(paths.root, what="federated-training"):
-        if not paths.manifest.is_file():
+        try:
+            world = load_world(cfg, paths)
+        except MissingInput:  # no partition yet, or one made for another data set or client count
             from flows.stages import partition_flow, prepare_flow, validate_flow
 
             for stage in (prepare_flow, validate_flow, partition_flow):
                 stage(cfg.to_params(), workdir)
-        return _train(cfg, paths, fresh=fresh)
+            world = load_world(cfg, paths)
+        return _train(cfg, paths, world, fresh=fresh)
 
 
-def _train(cfg: Config, paths: Paths, *, fresh: bool) -> dict[str, Any]:
-    world = load_world(cfg, paths)
+def _train(cfg: Config, paths: Paths, world, *, fresh: bool) -> dict[str, Any]:
     run = FederatedRun(cfg, world)
     checkpoints = checkpoint_store(cfg, paths, world.manifest_sha256)
     summary = SummaryOutput(paths)

@@ -173,8 +173,8 @@ def label_heatmap_figure(manifest: dict[str, Any], *, class_names: Sequence[str]
     ax = fig.add_subplot()
     image = ax.imshow(counts, aspect="auto", interpolation="nearest", cmap="viridis")
     fig.colorbar(image, ax=ax, label="samples" if k <= max_rows else "samples (summed over the group)")
-    ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right" if
-                  max(map(len, names)) > 2 else "center", fontsize=8)
+    slanted = max(map(len, names)) > 2  # class names, not digits
+    ax.set_xticks(range(n), names, rotation=45 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
     ticks = np.unique(np.linspace(0, rows - 1, min(rows, 30)).round().astype(int))  # <= 30 labels, first and last
     ax.set_yticks(ticks, [row_labels[i] for i in ticks], fontsize=7 if rows > 20 else 8)
     ax.set_xlabel("class")

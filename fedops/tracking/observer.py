@@ -30,8 +30,9 @@ from fedops.round.outputs import rounds_csv
 from fedops.tracking.mlflow_tracker import RunTracker, resolve_tracking_uri
 
 SENTINEL = "time/round_s"
-CLIENT_ROWS = "clients.jsonl"
 """Logged in every round under every release policy: its steps are the rounds already logged."""
+CLIENT_ROWS = "clients.jsonl"
+"""Released client rows of every round, kept beside the checkpoints for the table across rounds."""
 
 
 def _experiment(config: Config) -> str:
@@ -147,9 +148,6 @@ class MlflowObserver:
         figure = curves_figure(result.history)
         if figure is not None:
             self.tracker.client.log_figure(self.tracker.run_id, figure, "plots/curves.png")
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
 
     def failed(self, run, *, status: str, error: BaseException) -> None:
         if self.tracker is None:
@@ -266,27 +264,32 @@ def mark_stale_runs(paths: Paths, tracking_uri: str) -> list[str]:
     return marked
 
 
-CURVES = (("test/accuracy", "test accuracy"), ("train/loss", "training loss"),
-          ("comm/bytes_up", "upload bytes per round"), ("privacy/epsilon", "epsilon spent"))
+CURVES = (("test accuracy", ("test/accuracy",)), ("loss", ("test/loss", "train/loss")),
+          ("upload bytes per round", ("comm/bytes_up",)), ("epsilon spent", ("privacy/epsilon",)))
 
 
 def curves_figure(history: list[dict[str, Any]]):
-    """One panel per released curve (accuracy, loss, bytes, epsilon) over the rounds; None if none."""
-    panels = [(key, title) for key, title in CURVES if any(h.get(key) is not None for h in history)]
+    """One panel per released curve (accuracy, test and training loss, bytes, epsilon) over the
+    rounds; None if none. matplotlib's object API on the Agg canvas: no global backend state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = [(title, [k for k in keys if any(h.get(k) is not None for h in history)]) for title, keys in CURVES]
+    panels = [(title, keys) for title, keys in panels if keys]
     if not panels:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels):
-        points = [(h["round"], h[key]) for h in history if h.get(key) is not None]
-        ax.plot([r for r, _ in points], [v for _, v in points], marker="o" if len(points) < 40 else None, ms=3)
+    fig = Figure(figsize=(4.2 * len(panels), 3.2), layout="tight")
+    FigureCanvasAgg(fig)
+    for i, (title, keys) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for key in keys:
+            points = [(h["round"], h[key]) for h in history if h.get(key) is not None]
+            ax.plot([r for r, _ in points], [v for _, v in points], marker="o" if len(points) < 40 else None, ms=3,
+                    label=key)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
         ax.set_title(title)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
     return fig
