@@ -149,11 +149,8 @@ def local_api() -> Iterator[str | None]:
         os.environ["PREFECT_API_URL"] = state["url"]
         try:
             yield state["url"]
-        except (KeyboardInterrupt, SystemExit):
-            interrupted = True
-            raise
-        except BaseException as exc:  # prefect's TerminationSignal (SIGTERM inside a flow run)
-            interrupted = type(exc).__name__ == "TerminationSignal"
+        except BaseException as exc:  # Ctrl-C, or prefect's TerminationSignal (SIGTERM inside a flow run)
+            interrupted = isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal"
             raise
         finally:
             os.environ.pop("PREFECT_API_URL", None)
