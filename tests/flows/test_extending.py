@@ -127,7 +127,9 @@ def test_the_tabular_source_runs_a_federation_on_a_csv_and_validates_it(tmp_path
     metrics = json.loads((tmp_path / "work" / "reports" / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.7  # the outcome is learnable from the three features
     report = json.loads((tmp_path / "work" / "reports" / "validation.json").read_text())
-    assert report["success"] if "success" in report else all(r["success"] for r in report["reports"])
+    assert report["success"] and {r["name"] for r in report["reports"]} == {"tabular/train", "tabular/test"}
+    checked = {r["expectation"] for rep in report["reports"] for r in rep["results"]}
+    assert {"expect_table_columns_to_match_ordered_list", "expect_column_values_to_be_between"} <= checked
 
     broken = _patients(400)
     broken.loc[5, "age"] = 250  # outside the declared range
