@@ -92,6 +92,20 @@ def _user_errors() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _fairness_gate(summary: dict[str, Any], *, exit_code: bool) -> None:
+    """Say which fairness checks the final model failed and by how much; ``fedops run`` then exits
+    with status 3 (the model is registered without the ``current`` alias)."""
+    failed = summary.get("fairness_failed") or []
+    if not failed:
+        return
+    console.print("[red]fairness check failed:[/red] " + "; ".join(failed)
+                  + ". The model is registered without the 'current' alias.", highlight=False, soft_wrap=True)
+    if exit_code:
+        from fedops.fairness.checks import EXIT_FAIRNESS
+
+        raise typer.Exit(EXIT_FAIRNESS)
+
+
 @contextmanager
 def _prefect_api() -> Iterator[None]:
     """The flows in this block share one local Prefect API server (see flows.api_server)."""
@@ -183,6 +197,7 @@ def run(
                 with _round_progress(stage == "train"):
                     results[stage] = run_stage(stage, cfg, str(workdir), fresh=fresh)
         _print_summary(results)
+        _fairness_gate(results.get("train") or {}, exit_code=True)
 
 
 @app.command()
@@ -203,6 +218,8 @@ def stage(
             with _round_progress(name == "train"):
                 result = run_stage(name, cfg, str(workdir), fresh=fresh, wait=wait)
         out.print_json(json.dumps(result, default=str))
+        if name == "train":  # DVC records the stage; reports/fairness.json says passed: false
+            _fairness_gate(result or {}, exit_code=False)
 
 
 @app.command()
@@ -350,6 +367,20 @@ def bench_compression(rounds: Optional[int] = typer.Option(None, help="Rounds pe
         for r in main(rounds=rounds, log=console.print):
             out.print(f"{r['model']:9s} seed {r['seed']}  {r['label']:28s} accuracy {r['accuracy']:.4f}  "
                       f"up {r['up_mb']:8.2f} MB  down {r['down_mb']:8.2f} MB")
+
+
+@bench_app.command("fairness")
+def bench_fairness(
+    rounds: Optional[int] = typer.Option(None, help="Rounds per run (default: each config's)."),
+    dataset: Optional[list[str]] = typer.Option(None, "--dataset", help="adult, compas, fmnist (default: all)."),
+    processes: int = typer.Option(2, min=1, help="Worker processes (1 CPU thread each)."),
+) -> None:
+    """FedAvg vs FairFed vs q-FFL on Adult and COMPAS, and q-FFL on Fashion-MNIST; rewrites the README tables."""
+    with _user_errors():
+        from fedops_benchmarks.fairness_table import main
+
+        main(rounds=rounds, processes=processes, datasets=tuple(dataset or ("adult", "compas", "fmnist")),
+             log=console.print)
 
 
 @bench_app.command("startup")

@@ -125,6 +125,12 @@ class ClientSection(Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     prox_mu: float = Field(0.0, ge=0)
+    reweighing: Literal["none", "local", "global"] = "none"
+    """Debiasing in local training (Kamiran & Calders 2012): each client weights its rows by
+    ``P(a) P(y) / P(a, y)`` (group ``a`` of the sensitive attribute, label ``y``): ``local`` from its
+    own rows, ``global`` from the population's counts, pooled once through the round's sum (a secure
+    sum under secure aggregation), as in Abay et al. 2020. FairFed's authors pair their aggregation
+    with such local debiasing. Needs a sensitive attribute."""
 
 
 class ServerSection(Section):
@@ -332,6 +338,53 @@ class BaselineSection(Section):
     lr: float = Field(0.05, gt=0)
 
 
+CHECKS: dict[str, tuple[str, str]] = {
+    "max_dpd": ("fairness/dpd", "max"),
+    "max_eqodds": ("fairness/eqodds", "max"),
+    "max_eopp": ("fairness/eopp", "max"),
+    "max_abs_spd": ("fairness/spd", "max_abs"),
+    "max_abs_eod": ("fairness/eod", "max_abs"),
+    "max_client_acc_std": ("fairness/client_acc_std", "max"),
+    "min_client_acc_worst10": ("fairness/client_acc_worst10", "min"),
+    "min_client_acc_min": ("fairness/client_acc_min", "min"),
+    "min_jain_index": ("fairness/jain_index", "min"),
+}
+"""Fairness check -> (the metric it reads, how it bounds it)."""
+GROUP_CHECKS = frozenset({"max_dpd", "max_eqodds", "max_eopp", "max_abs_spd", "max_abs_eod"})
+
+
+class FairnessChecks(Section):
+    """Thresholds the final model must meet (unset: not checked). A run whose final model fails
+    one finishes, is tagged with the failed checks, its model is registered without the
+    ``current`` alias, and ``fedops run`` exits with status 3."""
+
+    max_dpd: float | None = Field(None, ge=0, le=1)
+    max_eqodds: float | None = Field(None, ge=0, le=1)
+    max_eopp: float | None = Field(None, ge=0, le=1)
+    max_abs_spd: float | None = Field(None, ge=0, le=1)
+    max_abs_eod: float | None = Field(None, ge=0, le=1)
+    max_client_acc_std: float | None = Field(None, ge=0, le=1)
+    min_client_acc_worst10: float | None = Field(None, ge=0, le=1)
+    min_client_acc_min: float | None = Field(None, ge=0, le=1)
+    min_jain_index: float | None = Field(None, ge=0, le=1)
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class FairnessSection(Section):
+    """Fairness checks every evaluation round. Client-level: the global model's accuracy on every
+    client's held-out split (``holdout`` of each client's rows, drawn per client from the seed and
+    never trained on). Group-level (data sets with a sensitive attribute): demographic parity,
+    equalized odds and equal opportunity differences with fairlearn on the test set, and per
+    client on the held-out splits. ``enabled: null`` turns it on for data sets with a sensitive
+    attribute."""
+
+    enabled: bool | None = None
+    holdout: float = Field(0.2, gt=0, lt=1)
+    checks: FairnessChecks = FairnessChecks()
+
+
 class Config(Section):
     name: str = Field("fashion-mnist-default", pattern=SAFE_NAME)
     seed: int = Field(0, ge=0)
@@ -349,9 +402,16 @@ class Config(Section):
     execution: ExecutionSection = ExecutionSection()
     tracking: TrackingSection = TrackingSection()
     baseline: BaselineSection = BaselineSection()
+    fairness: FairnessSection = FairnessSection()
+
+    @property
+    def fairness_on(self) -> bool:
+        f = self.fairness.enabled
+        return self.data.sensitive_attribute is not None if f is None else f
 
     @model_validator(mode="after")
     def _combinations(self) -> "Config":
+        self._check_fairness()
         k = self.partition.num_clients
         per_round = clients_per_round(k, self.server.fraction)
         if self.server.min_clients > per_round:
@@ -424,6 +484,59 @@ class Config(Section):
                 )
         return self
 
+    def _check_fairness(self) -> None:
+        sensitive = self.data.sensitive_attribute
+        checks = self.fairness.checks.active()
+        agg = self.server.aggregator
+        group = sorted(set(checks) & GROUP_CHECKS)
+        if group and sensitive is None:
+            raise ValueError(
+                f"fairness.checks {group} measure group fairness, but data set {self.data.name!r} has no sensitive "
+                "attribute (use adult or compas, or only the client-level checks)")
+        if checks and not self.fairness_on:
+            raise ValueError(f"fairness.checks {sorted(checks)} need fairness measured: set fairness.enabled: true")
+        private = self.secagg.enabled or self.privacy.mode == "central"
+        client_checks = sorted(set(checks) - GROUP_CHECKS)
+        if client_checks and private:
+            raise ValueError(
+                f"fairness.checks {client_checks} read per-client accuracies, which "
+                f"{'secure aggregation' if self.secagg.enabled else 'client-level DP'} does not release; "
+                "keep only the test-set group checks (max_dpd, max_eqodds, max_eopp, max_abs_spd, max_abs_eod)")
+        if self.client.reweighing != "none" and sensitive is None:
+            raise ValueError(f"client.reweighing weights rows by their group of the sensitive attribute; data set "
+                             f"{self.data.name!r} has none (use adult or compas)")
+        if self.client.reweighing != "none" and self.privacy.mode != "none":
+            raise ValueError(f"client.reweighing = {self.client.reweighing!r} cannot run with privacy.mode = "
+                             f"{self.privacy.mode!r}: the weights and the pooled counts are not covered by the privacy "
+                             "accounting")
+        part = self.partition.partitioner
+        if getattr(part, "uses_sensitive", False) and sensitive is None:
+            raise ValueError(
+                f"partition {part.name!r} skews the sensitive attribute, but data set {self.data.name!r} has none")
+        column = getattr(part, "column", None)
+        if column is not None:
+            known = getattr(self.data, "CATEGORICAL", ())
+            if column not in known:
+                raise ValueError(f"partition.column = {column!r} is not a categorical column of {self.data.name!r}"
+                                 + (f"; allowed: {', '.join(known)}" if known else " (it has none)"))
+        if getattr(agg, "needs_group_counts", False):
+            if sensitive is None:
+                raise ValueError(f"server.aggregator = {agg.name!r} needs a sensitive attribute; data set "
+                                 f"{self.data.name!r} has none (use adult or compas)")
+            if self.data.num_groups != 2:
+                raise ValueError(f"server.aggregator = {agg.name!r} needs a binary sensitive attribute; "
+                                 f"data.sensitive = {sensitive!r} with data.binary: false has {self.data.num_groups} "
+                                 "groups (set data.binary: true)")
+            if len(getattr(self.data, "CLASSES", ())) != 2:
+                raise ValueError(f"server.aggregator = {agg.name!r} needs a binary label; {self.data.name!r} has "
+                                 f"{len(getattr(self.data, 'CLASSES', ()))} classes")
+        if getattr(agg, "needs_losses", False) and self.secagg.enabled:
+            raise ValueError(f"server.aggregator = {agg.name!r} weighs each update by its client's loss, which the "
+                             "server would need per client; secure aggregation hides that: use fedavg or fairfed")
+        if getattr(agg, "needs_losses", False) and self.privacy.mode == "local":
+            raise ValueError(f"server.aggregator = {agg.name!r} needs each client's training loss; local DP-SGD does "
+                             "not report it: use fedavg")
+
     def _check_secagg(self, per_round: int) -> None:
         from fedops.secagg import check_overflow
 
@@ -432,11 +545,11 @@ class Config(Section):
                 f"secagg.enabled hides individual updates, so server.aggregator = "
                 f"{self.server.aggregator.name!r} (which needs them) cannot run; use fedavg"
             )
-        if self.server.aggregator.name != "fedavg":
+        if self.server.aggregator.name not in ("fedavg", "fairfed"):
             raise ValueError(
                 f"secagg.enabled gives the server only the sum of the updates, which it averages with FedAvg; "
                 f"server.aggregator = {self.server.aggregator.name!r} would have to run on each client before "
-                "masking, which fedops does not do: use fedavg"
+                "masking, which fedops does not do: use fedavg or fairfed"
             )
         if self.quality.norm_multiple is not None or self.quality.anomaly_scores:
             raise ValueError(

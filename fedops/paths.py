@@ -54,6 +54,14 @@ class Paths:
         return self.reports / "baseline.json"
 
     @property
+    def fairness_report(self) -> Path:
+        return self.reports / "fairness.json"
+
+    @property
+    def fairness_plot(self) -> Path:
+        return self.reports / "fairness.png"
+
+    @property
     def model(self) -> Path:
         return self.root / "models" / "global.pt"
 

@@ -73,6 +73,8 @@ class ClientUpdate:
     num_samples: int
     metrics: dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    group_counts: Any = None
+    """FairFed: ``counts[a, y, p]`` of the global model on the client's rows (numpy), else None."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class EncodedUpdate:
     nbytes: int
     num_samples: int
     clip_indicator: int | None = None
+    weight: float | None = None
+    """The client's aggregation weight when a rule sets it (FairFed); None: its sample count."""
 
 
 @dataclass(frozen=True)

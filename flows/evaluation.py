@@ -60,12 +60,21 @@ def evaluate_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
     tracker = RunTracker(tracking_uri=train["tracking_uri"], experiment="", artifact_dir=None, run_id=train["run_id"])
     tracker.log_metrics(
         {"final/test_accuracy": ev["accuracy"], "final/test_loss": ev["loss"],
-         **{f"final/class_{k}_accuracy": v for k, v in metrics["per_class_accuracy"].items()}},
+         **{f"final/class_{metric_safe(k)}_accuracy": v for k, v in metrics["per_class_accuracy"].items()}},
         step=train["rounds"],
     )
     tracker.log_artifact(paths.metrics, "reports")
     tracker.end("FINISHED")
     return metrics
+
+
+def metric_safe(name: str) -> str:
+    """A class name as MLflow allows in a metric key (``<=50K`` -> ``le50K``, ``>50K`` -> ``gt50K``)."""
+    import re
+
+    for a, b in (("<=", "le"), (">=", "ge"), ("<", "lt"), (">", "gt")):
+        name = name.replace(a, b)
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
 
 
 @flow(name="centralised-baseline")

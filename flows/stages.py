@@ -71,7 +71,7 @@ def partition_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]
     spec = cfg.partition
     check_client_count(cfg, num_train=len(labels))
     part = partition_labels(
-        spec.partitioner, labels, num_clients=spec.num_clients, seed=cfg.seed, groups=bundle.groups_train
+        spec.partitioner, labels, num_clients=spec.num_clients, seed=cfg.seed, groups=partition_groups(cfg, bundle)
     )
     manifest = build_manifest(
         part, labels, dataset=cfg.data.name, partitioner=spec.partitioner, seed=cfg.seed,
@@ -100,6 +100,24 @@ def partition_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]
         "max_size": int(sizes.max()),
         "clients_validation": client_summary,
     }
+
+
+def partition_groups(cfg: Config, bundle: Any):
+    """What a partitioner groups by: a named column (``natural_id`` with ``column``), the sensitive
+    attribute (``sensitive_dirichlet``), or the data set's own group ids."""
+    from fedops.config import ConfigError
+
+    partitioner = cfg.partition.partitioner
+    column = getattr(partitioner, "column", None)
+    if column is not None:
+        if not bundle.columns_train or column not in bundle.columns_train:
+            known = ", ".join(bundle.columns_train or ()) or "none"
+            raise ConfigError(f"partition.column = {column!r} is not a categorical column of {cfg.data.name!r} "
+                              f"(known: {known})")
+        return bundle.columns_train[column]
+    if getattr(partitioner, "uses_sensitive", False):
+        return bundle.sensitive_train
+    return bundle.groups_train
 
 
 def check_client_count(cfg: Config, *, num_train: int) -> None:

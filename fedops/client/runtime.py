@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -80,6 +80,11 @@ class ClientRuntime:
     num_classes: int
     devices: list[torch.device] | None = None
     """None: resolved from ``execution.device`` on the machine that uses the runtime."""
+    sensitive: np.ndarray | None = None
+    """Each training row's group under the sensitive attribute (FairFed's group counts)."""
+    reweighing_table: Any = None
+    """``client.reweighing: global``: ``P(a) P(y) / P(a, y)`` from the population's pooled counts
+    (set by the run before the first round)."""
     layout: ParamLayout = field(init=False)
     #: the simulator's ground truth: clients that run simulation.attack (never read by the server)
     malicious: frozenset[int] = field(default=frozenset(), init=False)
@@ -115,7 +120,7 @@ class ClientRuntime:
             "config": self.config.to_params(), "x_train": self.x_train.cpu(), "y_train": self.y_train.cpu(),
             "partition_indices": [np.asarray(ix) for ix in self.partition_indices],
             "client_meta": self.client_meta, "input_shape": tuple(self.input_shape),
-            "num_classes": self.num_classes,
+            "num_classes": self.num_classes, "sensitive": self.sensitive, "reweighing_table": self.reweighing_table,
         }
         return (_restore_runtime, (spec,))
 
@@ -195,17 +200,85 @@ class ClientRuntime:
             )
             indices = torch.arange(x.shape[0], device=device)
         spec = self.config.client
+        before = None
+        if self.evaluates_before:
+            self.layout.load_into(self.thread_model(device), global_params.to(device))
+            rows = data.indices[client_id].cpu().numpy()  # the client's rows, in the order of ``indices``
+            groups = None if self.sensitive is None else np.asarray(self.sensitive)[rows]
+            before = self._evaluate_before(device, x, y, indices, groups)
         # Modules with their own randomness (dropout) draw from the global generator: seeded here so
         # the round replays (exact when clients run one at a time).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(derive_seed(seed, STREAM_CLIENT, round_idx, client_id, 1))
-            return local_train(
+            update = local_train(
                 self.thread_model(device), client_id=client_id, layout=self.layout,
                 global_params=global_params.to(device), x=x, y=y, indices=indices, epochs=spec.epochs,
                 batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
                 prox_mu=spec.prox_mu, generator=torch_generator(seed, STREAM_CLIENT, round_idx, client_id, device=device),
-                feature_transform=transform,
+                feature_transform=transform, sample_weights=self._reweighing(data, client_id, x, y, indices),
             )
+        if before is None:
+            return update
+        return replace(update, metrics={**update.metrics, "loss_before": before["loss"]},
+                       group_counts=before.get("group_counts"))
+
+    def _reweighing(self, data, client_id: int, x, y, indices) -> torch.Tensor | None:
+        """``client.reweighing``: Kamiran & Calders' weights from the client's own rows (group, label),
+        as a tensor over ``x``'s rows (only the client's rows are read)."""
+        mode = self.config.client.reweighing
+        if mode == "none":
+            return None
+        from fedops.client.local import reweighing_weights
+
+        if mode == "global" and self.reweighing_table is None:
+            raise ValueError("client.reweighing = 'global' needs the population's counts (the run sets them)")
+        rows = data.indices[client_id]
+        groups = torch.as_tensor(np.asarray(self.sensitive)[rows.cpu().numpy()], device=x.device)
+        weights = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
+        weights[indices] = reweighing_weights(groups, y[indices],
+                                              table=self.reweighing_table if mode == "global" else None)
+        return weights
+
+    def group_label_counts(self, client_id: int) -> np.ndarray:
+        """``counts[a, y]`` of the client's training rows (what it adds to the global reweighing sum)."""
+        rows = np.asarray(self.partition_indices[client_id])
+        g = np.asarray(self.sensitive)[rows].astype(np.int64)
+        y = self.y_train[torch.as_tensor(rows)].numpy().astype(np.int64)
+        ng = int(np.asarray(self.sensitive).max()) + 1
+        return np.bincount(g * self.num_classes + y, minlength=ng * self.num_classes).reshape(ng, self.num_classes)
+
+    @property
+    def evaluates_before(self) -> bool:
+        """Whether clients evaluate the global model on their training rows before training: q-FFL's
+        loss ``F_k``, FairFed's group counts."""
+        agg = self.config.server.aggregator
+        return bool(getattr(agg, "needs_losses", False) or getattr(agg, "needs_group_counts", False))
+
+    @torch.no_grad()
+    def _evaluate_before(self, device, x, y, indices, groups: np.ndarray | None) -> dict[str, Any]:
+        """The global model (already loaded into this thread's model) on the client's own training
+        rows: their mean loss and, for FairFed, the counts per (group, label, prediction)."""
+        import torch.nn.functional as F
+
+        model = self.thread_model(device)
+        was = model.training
+        model.eval()
+        loss = torch.zeros((), dtype=torch.float64, device=device)
+        preds = []
+        for i in range(0, indices.numel(), 1024):
+            idx = indices[i:i + 1024]
+            logits = model(x[idx])
+            loss += F.cross_entropy(logits, y[idx], reduction="sum").double()
+            preds.append(logits.argmax(1))
+        model.train(was)
+        out: dict[str, Any] = {"loss": float(loss) / max(1, indices.numel())}
+        if getattr(self.config.server.aggregator, "needs_group_counts", False):
+            from fedops.fairness.metrics import group_counts
+
+            if groups is None:
+                raise ValueError("FairFed needs the sensitive attribute of the clients' rows")
+            out["group_counts"] = group_counts(y[indices].cpu().numpy(), torch.cat(preds).cpu().numpy(), groups)
+        return out
 
     def _train_dp_sgd(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, device, data) -> ClientUpdate:
         """Sample-level DP-SGD (Opacus PrivacyEngine) for one client. Its Poisson sampling and noise

@@ -47,12 +47,16 @@ class Outgoing:
     report: dict[str, Any] = field(default_factory=dict)
     """What the client tells the server about its update (the release policy decides what of it
     leaves the round)."""
+    weight: float | None = None
+    """The client's aggregation weight when the rule sets one (FairFed), else None (its sample count)."""
+    weight_scale: float | None = None
+    """The largest weight any client can have (FairFed: the total, ``n``), for fixed point."""
 
     def message(self) -> EncodedUpdate:
         if self.payload is None:
             raise ValueError(f"client {self.client_id}: the uplink produced no payload")
         return EncodedUpdate(client_id=self.client_id, payload=self.payload, nbytes=self.nbytes,
-                             num_samples=self.num_samples, clip_indicator=self.clip_indicator)
+                             num_samples=self.num_samples, clip_indicator=self.clip_indicator, weight=self.weight)
 
 
 class UplinkStep(Protocol):
@@ -141,7 +145,9 @@ class FixedPoint:
         if self.dp:
             q = encode_dp(x, count=self.send_count and bool(out.clip_indicator), **common)
         else:
-            q, info = encode_weighted(x, weight=out.num_samples / self.max_samples, **common)
+            w = (out.num_samples / self.max_samples if out.weight is None
+                 else out.weight / out.weight_scale)  # FairFed: the client's own weight, over the total
+            q, info = encode_weighted(x, weight=w, **common)
             out.report.update(info)
         out.payload = np.asarray(q)
         out.nbytes = q.size * self.bits // 8
@@ -174,9 +180,10 @@ class Uplink:
         return [s.name for s in self.steps]
 
     def send(self, update: ClientUpdate, *, ctx: CodecContext, clip_norm: float | None,
-             codec_state: Any = None) -> Outgoing:
+             codec_state: Any = None, weight: float | None = None, weight_scale: float | None = None) -> Outgoing:
         out = Outgoing(client_id=update.client_id, vector=update.delta.detach().to("cpu", torch.float32),
-                       num_samples=update.num_samples, ctx=ctx, clip_norm=clip_norm, codec_state=codec_state)
+                       num_samples=update.num_samples, ctx=ctx, clip_norm=clip_norm, codec_state=codec_state,
+                       weight=weight, weight_scale=weight_scale)
         for step in self.steps:
             out = step(out)
         return out

@@ -1,7 +1,7 @@
 """Datasets (plug-ins in ``DATASETS``) and their Great Expectations validation."""
 
 from fedops.data.base import DATASETS, DataBundle, DataError, Dataset, RawData
-from fedops.data import fashion_mnist, pima, synthetic, tabular  # noqa: F401  (registers the datasets)
+from fedops.data import adult, compas, fashion_mnist, pima, synthetic, tabular  # noqa: F401  (registers the datasets)
 from fedops.data.validation import (
     ValidationReport,
     failed_expectations,

@@ -111,6 +111,14 @@ class DataBundle:
     input_shape: tuple[int, ...]
     class_names: tuple[str, ...]
     groups_train: np.ndarray | None = None
+    sensitive_train: np.ndarray | None = None
+    """Group index of each training row under the sensitive attribute (None: the data set has none)."""
+    sensitive_test: np.ndarray | None = None
+    sensitive_name: str | None = None
+    sensitive_groups: tuple[str, ...] = ()
+    """Group names, by index (binary: ``(not privileged, privileged)``)."""
+    columns_train: dict[str, np.ndarray] | None = None
+    """The training rows' categorical columns as strings (``natural_id`` by a column)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -207,6 +215,15 @@ class Dataset(PluginModel):
     install_hint: ClassVar[str] = ""
     raw_files: ClassVar[tuple[str, ...]] = ()
     tabular: ClassVar[bool] = False
+
+    @property
+    def sensitive_attribute(self) -> str | None:
+        """The column fairness is measured over (None: this data set has no sensitive attribute)."""
+        return None
+
+    @property
+    def num_groups(self) -> int:
+        return 0
 
     # ---- to implement -------------------------------------------------------------
 

@@ -219,7 +219,9 @@ def _split_batched(r: dict[str, Any], bounds: np.ndarray, sizes: np.ndarray) -> 
     if "unexpected_index_list" not in result:  # shared (column list) or raised an exception
         return [dict(base, details=dict(base["details"])) for _ in sizes]
     idx = np.asarray(result["unexpected_index_list"], dtype=np.int64)
-    values = list(result.get("unexpected_list") or [None] * len(idx))
+    values = list(result.get("unexpected_list") or [])
+    if len(values) != len(idx):  # GX lists no values for null checks (or fewer than the indices)
+        values = [None] * len(idx)
     owner = np.searchsorted(bounds, idx, side="right") - 1
     counts = np.bincount(owner, minlength=len(sizes)) if len(idx) else np.zeros(len(sizes), int)
     mostly = r["expectation_config"].get("kwargs", {}).get("mostly")

@@ -14,6 +14,7 @@ from fedops.partition import (  # noqa: F401  (imported so that each registers i
     labels_per_client,
     natural_id,
     quantity,
+    sensitive_dirichlet,
     shards,
 )
 from fedops.partition.base import PARTITIONERS, Partition, Partitioner

@@ -6,6 +6,8 @@ from typing import Literal
 
 import numpy as np
 
+from pydantic import Field
+
 from fedops.partition.base import PARTITIONERS, Partition, Partitioner
 
 
@@ -15,9 +17,14 @@ class NaturalIdPartitioner(Partitioner):
     data, as LEAF's FEMNIST is split by writer: Caldas et al., 2018, "LEAF: A Benchmark for
     Federated Settings").  Clients are ordered by sorted group value; ``client_meta[i]`` is
     ``{"group": str(value)}``.  Deterministic: ``rng`` is not used.
+
+    ``column`` names a categorical column of a table data set to group by (e.g. Adult's
+    ``education``, as q-FFL's experiments group by it); without it the data set's own group ids
+    are used.
     """
 
     name: Literal["natural_id"] = "natural_id"
+    column: str | None = Field(None, min_length=1)
 
     def _split(
         self,

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from fedops import failpoints
@@ -100,7 +101,23 @@ class FederatedRun:
         self.stopped: str | None = None
         self.extras: dict[str, Any] = {}
         """Observers' own facts that must survive a restart (the tracking run id, ...)."""
+        self.fairness = None
+        if config.fairness_on:
+            from fedops.fairness.step import FairnessStep
+
+            self.fairness = FairnessStep(world)
+        self.fairfed = None
+        agg = config.server.aggregator
+        if getattr(agg, "needs_group_counts", False):
+            from fedops.fairness.fairfed import FairFedState
+
+            self.fairfed = FairFedState.start(beta=agg.beta, metric=agg.metric, sizes=runtime.sizes())
+        if config.client.reweighing == "global":
+            self._pool_reweighing_counts()
+        self.client_accuracy: list[dict[str, Any]] = []
+        """Each evaluation round's per-client held-out accuracy (``{"round", "accuracy"}``)."""
         self._shared: dict[tuple[int, str], Any] = {}
+        self._last_client_accuracy: list[float] | None = None
 
     # --- facts -------------------------------------------------------------------------------
     @property
@@ -181,14 +198,17 @@ class FederatedRun:
                 updates = self.attack(round_idx=round_idx, updates=updates, global_params=self.params,
                                       num_selected=len(plan.selected))
             rows = self.server.rows(plan, trained.failures)
+            weights = self._fairfed_weights(round_idx, updates)
             messages = []
             for update in updates.values():
                 try:
-                    messages.append(self._upload(plan, update, rows))
+                    messages.append(self._upload(plan, update, rows, weight=weights.get(update.client_id)))
                 except ValueError as exc:  # e.g. a non-finite update cannot be put into fixed point
                     rows[update.client_id].update(status="dropped", reason=f"upload failed: {describe_failure(exc)}")
             delivery = self.transport.deliver(round_idx, messages)
             metrics = self.server.finish(plan, delivery, rows)
+            if self.fairfed is not None:
+                metrics.update(self.fairfed.last)
         if self.local_ledgers is not None:
             metrics["privacy/local_epsilon_max"] = self.local_epsilon_max
         t_server = time.perf_counter()
@@ -200,14 +220,38 @@ class FederatedRun:
         outcome = RoundOutcome(round_idx, metrics, [rows[c] for c in sorted(rows)], self.params)
         self.round_idx = round_idx
         self.last_outcome = outcome  # in process only (diagnostics, tests); observers get the record
+        accuracy = self._last_client_accuracy if evaluate else None
         record = RoundRecord(round=round_idx, metrics=self.release.metrics(outcome.metrics),
                              client_table=self.release.client_table(outcome.rows),
-                             timestamp_ms=int(time.time() * 1000))
+                             timestamp_ms=int(time.time() * 1000),
+                             client_accuracy=self.release.client_accuracy(accuracy))
+        if record.client_accuracy is not None:
+            self.client_accuracy.append({"round": round_idx, "accuracy": list(record.client_accuracy)})
         self.history.append({"round": round_idx, **record.metrics})
         self.last_record = record
         return record
 
-    def _upload(self, plan: RoundPlan, update, rows: dict[int, dict[str, Any]]):
+    def _pool_reweighing_counts(self) -> None:
+        """``client.reweighing: global``: every client's (group, label) counts summed once through
+        the transport (a secure sum under secure aggregation: the server learns only the
+        population's table), then sent back to the clients as the reweighing table."""
+        from fedops.client.local import reweighing_table
+
+        rt = self.world.runtime
+        counts = {c: rt.group_label_counts(c) for c in range(rt.num_clients)}
+        shape = next(iter(counts.values())).shape
+        pooled = self.transport.summer(0)({c: v.reshape(-1) for c, v in counts.items()}, "counts")
+        rt.reweighing_table = reweighing_table(torch.as_tensor(np.rint(np.asarray(pooled)).reshape(shape)))
+
+    def _fairfed_weights(self, round_idx: int, updates: dict[int, Any]) -> dict[int, float]:
+        """FairFed: this round's weights of the clients that trained, from their group counts on the
+        global model (pooled through the transport's sum: a secure sum under secure aggregation)."""
+        if self.fairfed is None or not updates:
+            return {}
+        counts = {cid: u.group_counts for cid, u in updates.items()}
+        return self.fairfed.round_weights(counts, summer=self.transport.summer(round_idx))
+
+    def _upload(self, plan: RoundPlan, update, rows: dict[int, dict[str, Any]], *, weight: float | None = None):
         """One client's side after training: its report and its upload (the uplink steps)."""
         cid = update.client_id
         report: dict[str, Any] = {**update.metrics, "num_samples": update.num_samples,
@@ -219,8 +263,11 @@ class FederatedRun:
                 cid, noise_multiplier=p.local_noise_multiplier, sample_rate=update.metrics["sample_rate"],
                 steps=int(update.metrics["steps"]))
             self.local_epsilon_max = max(self.local_epsilon_max, report["epsilon"])
+        if weight is not None:
+            report["fairfed_weight"] = weight
         out = self.uplink.send(update, ctx=self.server.ctx(plan.round_idx, cid), clip_norm=plan.clip_norm,
-                               codec_state=self.codec_states.get(cid))
+                               codec_state=self.codec_states.get(cid), weight=weight,
+                               weight_scale=None if self.fairfed is None else self.fairfed.scale)
         if out.codec_state is not None:
             self.codec_states[cid] = out.codec_state
         rows[cid].update({**report, **out.report})
@@ -237,6 +284,15 @@ class FederatedRun:
             raise RoundFailed(f"round {round_idx}: evaluating test shard {shard} failed: {why}")
         ev = summarize([result.results[i] for i in range(len(bounds))])
         metrics = {"test/accuracy": ev["accuracy"], "test/loss": ev["loss"]}
+        self._last_client_accuracy = None
+        if self.fairness is not None:
+            rt = self.world.runtime
+            with torch_threads(self.config.execution.threads_per_worker()):
+                x_test, y_test = testset.on(self.eval_device)
+                fair = self.fairness(self.final_model(), x_train=rt.x_train.to(self.eval_device), x_test=x_test,
+                                     y_test=y_test)
+            metrics.update(fair.metrics)
+            self._last_client_accuracy = fair.client_accuracy
         if self.config.simulation.attack.name == "backdoor":
             from fedops.attacks import backdoor_accuracy
 
@@ -265,6 +321,8 @@ class FederatedRun:
             "last_record": None if self.last_record is None else self.last_record.to_state(),
             "stopped": self.stopped,
             "extras": dict(self.extras),
+            "fairfed": None if self.fairfed is None else self.fairfed.state_dict(),
+            "client_accuracy": [dict(a) for a in self.client_accuracy],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -280,6 +338,9 @@ class FederatedRun:
         self.last_record = None if state["last_record"] is None else RoundRecord.from_state(state["last_record"])
         self.stopped = state["stopped"]
         self.extras = dict(state["extras"])
+        if self.fairfed is not None:
+            self.fairfed.load_state_dict(state["fairfed"])
+        self.client_accuracy = [dict(a) for a in state.get("client_accuracy", [])]
 
 
 def default_schedule(config: Config) -> Callable[[int], bool]:

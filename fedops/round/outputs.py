@@ -58,6 +58,29 @@ class ModelOutputs(_Quiet):
         write_bytes_atomic(rounds_csv(result.history).encode(), self.paths.rounds_csv)
 
 
+class FairnessOutputs(_Quiet):
+    """Observer that writes ``reports/fairness.json`` (a DVC metric: the final fairness numbers and
+    the checks) and ``reports/fairness.png`` when training ends, before tracking."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    def finished(self, run, result) -> None:
+        from fedops.fairness.report import fairness_report, report_figure
+
+        report = fairness_report(run, result.history)
+        run.extras["fairness"] = {"passed": report.get("passed", True),
+                                  "failed": [c["message"] for c in report.get("checks", []) if not c["passed"]]}
+        write_json_atomic(report, self.paths.fairness_report)
+        fig = report_figure(report)
+        if fig is not None:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=90)
+            write_bytes_atomic(buf.getvalue(), self.paths.fairness_plot)
+        elif self.paths.fairness_plot.exists():
+            self.paths.fairness_plot.unlink()
+
+
 class SummaryOutput(_Quiet):
     """Observer that writes ``reports/train.json`` last (it names the tracking run and version)."""
 
@@ -94,4 +117,6 @@ def summary(run, result) -> dict[str, Any]:
         "promotion": tracking.get("promotion"),
         "registration_error": tracking.get("registration_error"),
         "num_params": run.layout.size,
+        "fairness_passed": (run.extras.get("fairness") or {}).get("passed", True),
+        "fairness_failed": (run.extras.get("fairness") or {}).get("failed", []),
     }

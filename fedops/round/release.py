@@ -37,10 +37,14 @@ PARTICIPATION_FIELDS = frozenset(
 """Client-table columns the server learns from secure aggregation itself (and from clients'
 self-reported data validation, which is not derived from an update)."""
 
-_SECURE_PREFIXES = ("clients/", "comm/", "time/", "test/", "secagg/")
-_SECURE_KEYS = frozenset({"update/norm", "privacy/local_epsilon_max"})
+TEST_SET_FAIRNESS = frozenset({"fairness/dpd", "fairness/eqodds", "fairness/eopp", "fairness/spd", "fairness/eod"})
+"""Group fairness of the global model on the server's own test set: released in every mode (the
+model is released, and the test set is the server's)."""
+
+_SECURE_PREFIXES = ("clients/", "comm/", "time/", "test/", "secagg/", "fairfed/")
+_SECURE_KEYS = frozenset({"update/norm", "privacy/local_epsilon_max", *TEST_SET_FAIRNESS})
 _DP_PREFIXES = ("test/", "time/")
-_DP_KEYS = frozenset({
+_DP_KEYS = frozenset({*TEST_SET_FAIRNESS,
     "update/norm", "secagg/time_s",
     "privacy/epsilon", "privacy/clip_norm", "privacy/next_clip_norm", "privacy/noise_std", "privacy/noise_std_sum",
     "privacy/noise_multiplier", "privacy/noise_multiplier_delta", "privacy/expected_cohort",
@@ -57,15 +61,17 @@ class RoundRecord:
     metrics: dict[str, float]
     client_table: list[dict[str, Any]] | None
     timestamp_ms: int
+    client_accuracy: list[float] | None = None
+    """The global model's accuracy on each client's held-out split (fairness; released in ``full`` only)."""
 
     def to_state(self) -> dict[str, Any]:
         return {"round": self.round, "metrics": dict(self.metrics), "client_table": self.client_table,
-                "timestamp_ms": self.timestamp_ms}
+                "timestamp_ms": self.timestamp_ms, "client_accuracy": self.client_accuracy}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "RoundRecord":
         return cls(round=int(state["round"]), metrics=dict(state["metrics"]), client_table=state["client_table"],
-                   timestamp_ms=int(state["timestamp_ms"]))
+                   timestamp_ms=int(state["timestamp_ms"]), client_accuracy=state.get("client_accuracy"))
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,10 @@ class ReleasePolicy:
         if self.mode == "secure":
             return [{k: v for k, v in r.items() if k in PARTICIPATION_FIELDS} for r in rows]
         return None
+
+    def client_accuracy(self, accuracy: list[float] | None) -> list[float] | None:
+        """Per-client held-out accuracies are results on clients' data: released in ``full`` only."""
+        return None if accuracy is None or self.mode != "full" else [float(a) for a in accuracy]
 
     @property
     def per_client_artifacts(self) -> bool:

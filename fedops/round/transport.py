@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from fedops.config import Config
 from fedops.errors import RoundFailed
 from fedops.rng import STREAM_SECAGG, derive_seed
@@ -35,6 +37,12 @@ class PlainTransport:
 
     def deliver(self, round_idx: int, messages: list[EncodedUpdate]) -> Delivery:
         return Delivery(messages=sorted(messages, key=lambda m: m.client_id))
+
+    def summer(self, round_idx: int):
+        """How the round sums a small vector per client (FairFed's group counts): in the clear."""
+        from fedops.fairness.fairfed import plain_sum
+
+        return plain_sum
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,38 @@ class SecureTransport:
             ) from None
         return Delivery(messages=[], secure=result, survivors=sorted(result.survivors), dropped=dict(result.dropped),
                         bytes_up=dict(result.bytes_up), seconds=float(result.timings.get("total", 0.0)))
+
+    def summer(self, round_idx: int):
+        """A secure sum of one small vector per client (FairFed's group counts, then its gaps), by
+        the same protocol as the updates: the server learns only the sum. Counts are integers
+        (scale 1, exact); reals in [-2, 2] use ``secagg.scale`` (error <= n * 0.5 / scale)."""
+        from fedops.secagg import default_k, default_threshold, secure_sum
+        from fedops.secagg.quantize import dequantize_sum, quantize
+
+        sa = self.config.secagg
+        calls = iter(range(1, 1_000_000))
+
+        def summed(vectors, kind: str):
+            ids = sorted(vectors)
+            n = len(ids)
+            if n < 2:
+                raise RoundFailed(f"round {round_idx}: a secure sum needs at least 2 clients, got {n}")
+            if kind == "counts":
+                clip, scale = float(min(2 ** 20, (2 ** (sa.bits - 1) - 1) // (2 * n))), 1.0
+            else:
+                clip, scale = 2.0, sa.scale
+            q = {c: quantize(np.asarray(vectors[c], dtype=np.float64), clip=clip, scale=scale, bits=sa.bits)
+                 for c in ids}
+            k = None if sa.complete_graph else (sa.neighbours or default_k(n))
+            threshold = sa.threshold or default_threshold(k if k is not None else max(n - 1, 1))
+            try:
+                result = secure_sum(q, bits=sa.bits, threshold=threshold, k=k,
+                                    seed=derive_seed(self.config.seed, STREAM_SECAGG, round_idx, next(calls)))
+            except Exception as exc:  # noqa: BLE001 - an abort fails the round, nothing is unmasked
+                raise RoundFailed(f"round {round_idx}: secure sum of FairFed's statistics failed ({exc})") from None
+            return dequantize_sum(result.sum, n=len(result.survivors), scale=scale, bits=sa.bits)
+
+        return summed
 
 
 def transport_for(config: Config) -> PlainTransport | SecureTransport:

@@ -23,6 +23,12 @@ class World:
     """Clients whose own data failed validation (client id -> failed expectations), as they
     reported it; ``quality.bad_data`` decides whether they are excluded, down-weighted or kept."""
     manifest_sha256: str = ""
+    holdout: list | None = None
+    """Each client's held-out rows (indices into the training data; never trained on), with
+    ``fairness`` on; None otherwise."""
+    sensitive_train: Any = None
+    sensitive_test: Any = None
+    group_names: tuple[str, ...] = ()
 
 
 def load_raw(cfg: Config, paths: Paths):
@@ -59,24 +65,34 @@ def load_world(cfg: Config, paths: Paths) -> World:
         )
     indices = list(partition.indices)
     bundle = cfg.data.to_bundle(client_raw(cfg, load_raw(cfg, paths), indices))
-    runtime = ClientRuntime(
-        config=cfg, x_train=bundle.x_train, y_train=bundle.y_train, partition_indices=indices,
-        client_meta=list(partition.client_meta), input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes,
-    )
     failures: dict[int, list[str]] = {
         c["id"]: c.get("validation_failures", ["client data validation"])
         for c in manifest["clients"] if c.get("validation") == "failed"
     }
-    return World(runtime=runtime, testset=TestSet(bundle.x_test, bundle.y_test, num_classes=bundle.num_classes),
-                 data_failures=failures, manifest_sha256=sha256_bytes(manifest_bytes))
+    return world_from_bundle(cfg, bundle, partition_indices=indices, client_meta=list(partition.client_meta),
+                             data_failures=failures, manifest_sha256=sha256_bytes(manifest_bytes))
 
 
 def world_from_bundle(cfg: Config, bundle: Any, *, partition_indices: list, client_meta: list | None = None,
-                      data_failures: dict[int, list[str]] | None = None) -> World:
-    """A world from data already in memory (benchmarks that change the clients, e.g. drop one)."""
+                      data_failures: dict[int, list[str]] | None = None, manifest_sha256: str = "") -> World:
+    """The world from data in memory: with ``fairness`` on, each client's rows are split into the
+    rows it trains on and its held-out rows (:func:`fedops.partition.holdout.holdout_split`)."""
+    indices, holdout = list(partition_indices), None
+    if cfg.fairness_on:
+        from fedops.partition.holdout import holdout_split
+
+        indices, holdout = holdout_split(indices, fraction=cfg.fairness.holdout, seed=cfg.seed)
+        empty = [c for c, ix in enumerate(indices) if len(ix) == 0]
+        if empty:
+            raise ValueError(f"clients {empty[:10]} have fewer than 2 rows: nothing left to train on after "
+                             f"fairness.holdout = {cfg.fairness.holdout}")
     runtime = ClientRuntime(
-        config=cfg, x_train=bundle.x_train, y_train=bundle.y_train, partition_indices=list(partition_indices),
+        config=cfg, x_train=bundle.x_train, y_train=bundle.y_train, partition_indices=indices,
         client_meta=list(client_meta or []), input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes,
+        sensitive=getattr(bundle, "sensitive_train", None),
     )
     return World(runtime=runtime, testset=TestSet(bundle.x_test, bundle.y_test, num_classes=bundle.num_classes),
-                 data_failures=dict(data_failures or {}))
+                 data_failures=dict(data_failures or {}), manifest_sha256=manifest_sha256, holdout=holdout,
+                 sensitive_train=getattr(bundle, "sensitive_train", None),
+                 sensitive_test=getattr(bundle, "sensitive_test", None),
+                 group_names=tuple(getattr(bundle, "sensitive_groups", ()) or ()))

@@ -45,9 +45,10 @@ def _as_vector(delta: np.ndarray) -> np.ndarray:
 
 
 def encode_weighted(delta: np.ndarray, *, weight: float, clip: float, scale: float, bits: int) -> tuple[np.ndarray, dict[str, float]]:
-    """``[w * clip_coord(u), w * clip]`` quantised; ``weight`` in (0, 1] (``n_i / n_max``)."""
-    if not 0 < weight <= 1:
-        raise ValueError(f"weight must be in (0, 1] (samples relative to the largest client), got {weight!r}")
+    """``[w * clip_coord(u), w * clip]`` quantised; ``weight`` in [0, 1] (``n_i / n_max``, or FairFed's
+    weight over the total; 0 contributes nothing)."""
+    if not 0 <= weight <= 1:
+        raise ValueError(f"weight must be in [0, 1] (relative to the largest possible weight), got {weight!r}")
     x = _as_vector(delta)
     clipped = int(np.count_nonzero(np.abs(x) > clip))
     v = np.append(np.clip(x, -clip, clip) * weight, weight * clip)

@@ -51,11 +51,14 @@ class UpdateBatch:
     deltas: list[torch.Tensor]
     weights: list[float]
     indicators: list[int | None]
+    losses: list[float | None] = field(default_factory=list)
+    """Each client's reported loss on its training rows before training (q-FFL's ``F_k``), or None."""
 
     def keep(self, mask: list[bool]) -> "UpdateBatch":
         pick = [i for i, k in enumerate(mask) if k]
         return UpdateBatch([self.client_ids[i] for i in pick], [self.deltas[i] for i in pick],
-                           [self.weights[i] for i in pick], [self.indicators[i] for i in pick])
+                           [self.weights[i] for i in pick], [self.indicators[i] for i in pick],
+                           [self.losses[i] for i in pick] if self.losses else [])
 
     @property
     def stack(self) -> torch.Tensor:
@@ -97,8 +100,10 @@ def decode_and_validate(messages: list[EncodedUpdate], *, codec: Any, ctx_for, d
             row["weight_factor"] = factor
         batch.client_ids.append(msg.client_id)
         batch.deltas.append(delta.to(torch.float32))
-        batch.weights.append(float(msg.num_samples) * factor)
+        base = float(msg.num_samples) if msg.weight is None else float(msg.weight)
+        batch.weights.append(base * factor if factor != 1.0 else base)
         batch.indicators.append(msg.clip_indicator)
+        batch.losses.append(row.get("loss_before"))
     return batch
 
 
@@ -137,8 +142,17 @@ class RuleAggregation:
     fixed_point: dict[str, Any] | None = None
     """``clip``, ``scale``, ``bits`` of secure aggregation's fixed point (None without it)."""
 
+    lr: float | None = None
+    """The clients' local learning rate (q-FFL's ``L = 1 / lr``)."""
+
     def of_updates(self, batch, *, round_idx, reference):
-        extra = {"reference": reference} if getattr(self.rule, "needs_reference", False) else {}
+        extra: dict[str, Any] = {"reference": reference} if getattr(self.rule, "needs_reference", False) else {}
+        if getattr(self.rule, "needs_losses", False):
+            if any(v is None for v in batch.losses):
+                missing = [c for c, v in zip(batch.client_ids, batch.losses) if v is None]
+                raise RoundFailed(f"round {round_idx}: clients {missing} sent no loss, which "
+                                  f"{self.rule.name} needs. The global model was not changed.")
+            extra.update(losses=torch.tensor(batch.losses, dtype=torch.float64), lr=self.lr)
         try:
             aggregate, metrics = self.rule.aggregate(batch.stack, weights=torch.tensor(batch.weights, dtype=torch.float32),
                                                      **extra)
@@ -229,7 +243,7 @@ def build_aggregation(config: Config, *, num_clients: int, expected_cohort: floa
     fixed_point = {"clip": sa.clip, "scale": sa.scale, "bits": sa.bits} if sa.enabled else None
     p = config.privacy
     if p.mode != "central":
-        return RuleAggregation(config.server.aggregator, fixed_point), None
+        return RuleAggregation(config.server.aggregator, fixed_point, lr=config.client.lr), None
     from fedops.privacy import DPFedAvg, DPFedAvgConfig, solve_noise_multiplier
 
     sigma = p.noise_multiplier

@@ -92,6 +92,9 @@ class MlflowObserver:
             if self.checkpoint_dir is not None:  # for the table across rounds, logged at the end
                 with open(self.checkpoint_dir / CLIENT_ROWS, "a") as fh:
                     fh.writelines(json.dumps(row, default=float) + "\n" for row in record.client_table)
+        if record.client_accuracy is not None:
+            self.tracker.log_dict({"round": record.round, "client_accuracy": record.client_accuracy},
+                                  f"fairness/clients_round_{record.round:04d}.json")
         failpoints.hit("tracking.artifacts", round_idx=record.round)
         self.tracker.log_metrics(record.metrics, step=record.round, timestamp_ms=record.timestamp_ms)
 
@@ -102,12 +105,31 @@ class MlflowObserver:
         tags = {"model.params_sha256": result.digest}
         if result.stopped:
             tags["fedops.stopped"] = result.stopped
+        failed = self._log_fairness(run, result)
+        if failed:
+            tags["fedops.fairness_failed"] = "; ".join(failed)[:5000]
         t.set_tags(tags)
         if self.config.tracking.register_model:
-            self._register(run)
+            self._register(run, withhold=("failed fairness checks: " + "; ".join(failed)) if failed else None)
         t.end("FINISHED")
 
-    def _register(self, run) -> None:
+    def _log_fairness(self, run, result) -> list[str]:
+        """The fairness report and picture as artifacts; returns the failed checks' messages."""
+        if not self.config.fairness_on:
+            return []
+        from fedops.fairness.report import fairness_report, report_figure
+
+        report = fairness_report(run, result.history)
+        self.tracker.log_dict(report, "fairness/report.json")
+        fig = report_figure(report)
+        if fig is not None:
+            self.tracker.client.log_figure(self.tracker.run_id, fig, "plots/fairness.png")
+        checks = report.get("checks", [])
+        if checks:
+            self.tracker.set_tags({"fedops.fairness_checks": "passed" if report["passed"] else "failed"})
+        return [c["message"] for c in checks if not c["passed"]]
+
+    def _register(self, run, *, withhold: str | None = None) -> None:
         """Log the model (pickle-free, with a signature), register it, and move the ``current``
         alias only if it is not worse than the version holding it. A failure here keeps the run
         FINISHED and the model in the work directory, and says how to register it by hand."""
@@ -122,7 +144,7 @@ class MlflowObserver:
             uri = t.log_model(run.final_model(), input_example=x[:2])
             version = t.register(uri, name)
             decision = decide(t.client, name=name, version=version, margin=cfg.tracking.promote_margin,
-                              accuracy_of=lambda model_uri: model_accuracy(model_uri, x, y))
+                              accuracy_of=lambda model_uri: model_accuracy(model_uri, x, y), withhold=withhold)
         except Exception as exc:  # training is not lost: the model file is already in the work directory
             why = f"{type(exc).__name__}: {exc}"[:1000]
             t.set_tags({"fedops.registration_failed": (

@@ -36,11 +36,17 @@ def model_accuracy(model_uri: str, x: np.ndarray, y: np.ndarray, *, batch: int =
     return correct / len(x)
 
 
-def decide(client, *, name: str, version: str, margin: float, accuracy_of: Callable[[str], float]) -> Promotion:
-    """Compare ``version`` of ``name`` with the alias holder and move the alias if it qualifies."""
+def decide(client, *, name: str, version: str, margin: float, accuracy_of: Callable[[str], float],
+           withhold: str | None = None) -> Promotion:
+    """Compare ``version`` of ``name`` with the alias holder and move the alias if it qualifies;
+    ``withhold`` (a reason, e.g. failed fairness checks) keeps the alias where it is."""
     from mlflow.exceptions import MlflowException
 
     new = accuracy_of(f"models:/{name}/{version}")
+    if withhold is not None:
+        decision = Promotion(False, f"not promoted: {withhold}", new)
+        client.set_model_version_tag(name, str(version), "fedops.promotion", decision.reason)
+        return decision
     try:
         holder = client.get_model_version_by_alias(name, ALIAS)
     except MlflowException:

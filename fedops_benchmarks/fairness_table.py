@@ -1,0 +1,273 @@
+"""Fairness tables (README): FedAvg, FairFed and q-FFL on UCI Adult (sex) and COMPAS (race), and
+q-FFL against FedAvg on Fashion-MNIST with 100 clients.
+
+Tables 1-2: 5 clients, the sensitive attribute skewed across clients by Dirichlet(alpha)
+(:mod:`fedops.partition.sensitive_dirichlet`), alpha in {0.1, 0.5, 5000}, logistic regression and an
+MLP, FedAvg / FairFed beta in {0.5, 1} (EOD; with local reweighing as its authors run it, and
+without) / q-FFL, seeds 0-2 (a seed changes the partition,
+the held-out splits, the initial model and the batches). Each client keeps 20% of its rows
+held out; the final global model is evaluated on the test set (accuracy, |EOD|, |SPD| by group)
+and on every client's held-out rows (accuracy std, worst 10%). Beside each block: the same model
+trained centrally on the union of the clients' training rows, for as many epochs as the
+federated run has rounds (each round is one local epoch on every client).
+
+Table 3: Fashion-MNIST, 100 clients with Dirichlet(0.3) label skew, 10 per round, an MLP:
+FedAvg and q-FFL at q in {0.1, 1, 5}, seeds 0-2.
+
+Every run is fedops' round (:func:`fedops.simulation.simulate`, sequential executor, one CPU
+thread) in worker processes; only the final round is evaluated.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fedops_benchmarks.readme import replace_block
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {"adult": ROOT / "configs" / "adult.yaml", "compas": ROOT / "configs" / "compas.yaml",
+           "fmnist": ROOT / "configs" / "qffl_fmnist.yaml"}
+ALPHAS = (0.1, 0.5, 5000.0)
+MODELS = {"logistic": {"name": "mlp", "hidden": []}, "MLP": {"name": "mlp", "hidden": [32]}}
+METHODS: list[tuple[str, Any, str]] = [
+    ("FedAvg", "fedavg", "none"),
+    ("FedAvg + local reweighing", "fedavg", "local"),
+    ("FairFed β=0.5 + local reweighing", {"name": "fairfed", "beta": 0.5, "metric": "eod"}, "local"),
+    ("FairFed β=1 + local reweighing", {"name": "fairfed", "beta": 1.0, "metric": "eod"}, "local"),
+    ("FairFed β=1 (weights only)", {"name": "fairfed", "beta": 1.0, "metric": "eod"}, "none"),
+    ("q-FFL q=1", {"name": "qffl", "q": 1.0}, "none"),
+]
+"""FairFed as its authors run it, with local debiasing (Kamiran & Calders' reweighing on every
+client); the FedAvg + reweighing row and FairFed without it show what each part contributes."""
+FAIRFED_ROWS = ("FairFed β=0.5 + local reweighing", "FairFed β=1 + local reweighing", "FairFed β=1 (weights only)")
+QFFL_METHODS: list[tuple[str, Any, str]] = [("FedAvg", "fedavg", "none")] + [
+    (f"q-FFL q={q:g}", {"name": "qffl", "q": q}, "none") for q in (0.1, 1.0, 5.0)]
+SEEDS = (0, 1, 2)
+BEGIN = {"adult": "<!-- fairness-adult:begin -->", "compas": "<!-- fairness-compas:begin -->",
+         "fmnist": "<!-- fairness-qffl:begin -->"}
+END = {k: v.replace(":begin", ":end") for k, v in BEGIN.items()}
+_CACHE: dict[Any, Any] = {}
+
+
+def _raw_dir(dataset: str) -> Path:
+    return ROOT / ".cache" / "bench" / "fairness" / "raw" / dataset
+
+
+def _config(dataset: str, *, seed: int, alpha: float | None, model: dict | None, aggregator: Any,
+            rounds: int | None, reweighing: str = "none"):
+    from fedops.config import load_config
+
+    over: dict[str, Any] = {"seed": seed, "server.aggregator": aggregator, "fairness.checks": {},
+                            "client.reweighing": reweighing,
+                            "execution.max_workers": 1, "execution.torch_threads": 1, "execution.device": "cpu"}
+    if alpha is not None:
+        over["partition.alpha"] = alpha
+    if model is not None:
+        over["model"] = model
+    if rounds is not None:
+        over["server.rounds"] = rounds
+    return load_config(CONFIGS[dataset], over)
+
+
+def _bundle(cfg):
+    key = ("bundle", cfg.data.name)
+    if key not in _CACHE:
+        _CACHE[key] = cfg.data.to_bundle(cfg.data.load_raw(_raw_dir(cfg.data.name)))
+    return _CACHE[key]
+
+
+def world_for(cfg):
+    """The in-memory world of ``cfg`` (the partition stage's split, without Prefect)."""
+    from fedops.partition import partition_labels
+    from fedops.round.world import world_from_bundle
+    from flows.stages import partition_groups
+
+    bundle = _bundle(cfg)
+    part = partition_labels(cfg.partition.partitioner, bundle.y_train.numpy(), num_clients=cfg.partition.num_clients,
+                            seed=cfg.seed, groups=partition_groups(cfg, bundle))
+    return world_from_bundle(cfg, bundle, partition_indices=list(part.indices), client_meta=list(part.client_meta))
+
+
+def _final(metrics: dict[str, float]) -> dict[str, float]:
+    return {"accuracy": metrics["test/accuracy"], "eod": abs(metrics.get("fairness/eod", float("nan"))),
+            "spd": abs(metrics.get("fairness/spd", float("nan"))),
+            "client_std": metrics["fairness/client_acc_std"], "worst10": metrics["fairness/client_acc_worst10"],
+            "client_mean": metrics["fairness/client_acc_mean"]}
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from fedops.simulation import simulate
+
+    torch.set_num_threads(1)
+    central = job["aggregator"] == "centralised"
+    cfg = _config(job["dataset"], seed=job["seed"], alpha=job.get("alpha"), model=job.get("model"),
+                  aggregator="fedavg" if central else job["aggregator"], rounds=job.get("rounds"),
+                  reweighing=job.get("reweighing", "none"))
+    if central:
+        return {**job, **centralised(cfg)}
+    world = world_for(cfg)
+    start = time.perf_counter()
+    res = simulate(world, cfg, evaluate_last=1)
+    return {**job, **_final(res.history[-1]), "seconds": time.perf_counter() - start}
+
+
+def centralised(cfg) -> dict[str, float]:
+    """The model trained on the union of the clients' training rows (not their held-out rows),
+    one epoch per federated round, evaluated as the federated model is."""
+    import torch
+
+    from fedops.client.local import local_train
+    from fedops.evaluation import evaluate
+    from fedops.fairness.step import FairnessStep
+    from fedops.rng import STREAM_BASELINE, STREAM_MODEL_INIT, derive_seed, torch_generator
+
+    world = world_for(cfg)
+    rt = world.runtime
+    model = rt.new_model(seed=derive_seed(cfg.seed, STREAM_MODEL_INIT))
+    params = rt.layout.flatten(model)
+    rows = torch.as_tensor(sorted(int(i) for ix in rt.partition_indices for i in ix))
+    start = time.perf_counter()
+    for epoch in range(1, cfg.server.rounds + 1):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, STREAM_BASELINE, epoch, 1))
+            upd = local_train(model, client_id=0, layout=rt.layout, global_params=params, x=rt.x_train, y=rt.y_train,
+                              indices=rows, epochs=1, batch_size=cfg.client.batch_size, lr=cfg.client.lr,
+                              generator=torch_generator(cfg.seed, STREAM_BASELINE, epoch))
+        params = params + upd.delta
+    rt.layout.load_into(model, params)
+    metrics = {"test/accuracy": evaluate(model, world.testset.x, world.testset.y, num_classes=rt.num_classes)["accuracy"]}
+    metrics.update(FairnessStep(world)(model, x_train=rt.x_train, x_test=world.testset.x, y_test=world.testset.y).metrics)
+    return {**_final(metrics), "seconds": time.perf_counter() - start}
+
+
+def jobs(*, rounds: int | None = None, seeds=SEEDS, datasets=("adult", "compas", "fmnist")) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for dataset in datasets:
+        if dataset == "fmnist":
+            for label, agg, rw in [*QFFL_METHODS, ("centralised", "centralised", "none")]:
+                out += [{"dataset": dataset, "method": label, "aggregator": agg, "reweighing": rw, "seed": s,
+                         "rounds": rounds} for s in seeds]
+            continue
+        for alpha in ALPHAS:
+            for mname, model in MODELS.items():
+                for label, agg, rw in [*METHODS, ("centralised", "centralised", "none")]:
+                    out += [{"dataset": dataset, "alpha": alpha, "model_name": mname, "model": model, "method": label,
+                             "aggregator": agg, "reweighing": rw, "seed": s, "rounds": rounds} for s in seeds]
+    return out
+
+
+def main(*, rounds: int | None = None, processes: int = 2, datasets=("adult", "compas", "fmnist"),
+         readme: Path | None = ROOT / "README.md", log=print) -> list[dict[str, Any]]:
+    from fedops.config import load_config
+
+    start = time.perf_counter()
+    for dataset in datasets:
+        cfg = load_config(CONFIGS[dataset])
+        if not (_raw_dir(cfg.data.name) / "hashes.json").is_file():
+            cfg.data.prepare(raw_dir=_raw_dir(cfg.data.name), project_dir=ROOT)
+    todo = jobs(rounds=rounds, datasets=datasets)
+    # the slowest jobs first, so the pool's last minutes are not one long run
+    todo.sort(key=lambda j: (j["dataset"] != "fmnist", j["dataset"] != "adult"))
+    log(f"{len(todo)} runs on {processes} processes")
+    rows = []
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        for r in pool.map(run_one, todo):
+            rows.append(r)
+            where = f"alpha {r['alpha']:g} {r['model_name']}" if "alpha" in r else ""
+            log(f"  {r['dataset']} {where} {r['method']} seed {r['seed']}: accuracy {r['accuracy']:.4f} "
+                f"|EOD| {r['eod']:.4f} worst10 {r['worst10']:.4f} ({r['seconds']:.0f} s; "
+                f"{time.perf_counter() - start:.0f} s so far)")
+    minutes = (time.perf_counter() - start) / 60
+    if readme is not None:
+        write_readme(rows, readme=readme, minutes=minutes, processes=processes)
+    return rows
+
+
+def _ms(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    v = [x * scale for x in values]
+    sd = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.mean(v):.{digits}f} ± {sd:.{digits}f}"
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per block (dataset, alpha, model), per method: the seeds' values; and the targets."""
+    blocks: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
+    for r in rows:
+        key = (r["dataset"], r.get("alpha"), r.get("model_name"))
+        blocks.setdefault(key, {}).setdefault(r["method"], []).append(r)
+    for methods in blocks.values():
+        for runs in methods.values():
+            runs.sort(key=lambda r: r["seed"])
+    return blocks
+
+
+def targets(blocks: dict[tuple, dict[str, list[dict[str, Any]]]], dataset: str) -> list[str]:
+    """The issue's targets, checked seed by seed."""
+    out = []
+    for (ds, alpha, model), methods in sorted(blocks.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or 0, str(kv[0][2]))):
+        if ds != dataset or alpha is None:
+            continue
+        base = methods.get("FedAvg", [])
+        for label in FAIRFED_ROWS:
+            ff = methods.get(label, [])
+            if not ff or len(ff) != len(base):
+                continue
+            lower = sum(f["eod"] < b["eod"] for f, b in zip(ff, base))
+            dacc = statistics.mean(f["accuracy"] for f in ff) - statistics.mean(b["accuracy"] for b in base)
+            deod = [f["eod"] - b["eod"] for f, b in zip(ff, base)]
+            out.append(f"α = {alpha:g}, {model}, {label}: |EOD| below FedAvg's in {lower}/{len(base)} seeds "
+                       f"(change {statistics.mean(deod) * 100:+.1f} points, per seed "
+                       f"{', '.join(f'{d * 100:+.1f}' for d in deod)}); mean accuracy {dacc * 100:+.2f} points")
+    return out
+
+
+def _table(blocks, dataset: str) -> list[str]:
+    lines = ["| α | model | method | accuracy % | \\|EOD\\| % | \\|SPD\\| % | client acc std % | worst-10% acc % |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (ds, alpha, model), methods in sorted(blocks.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or 0, str(kv[0][2]))):
+        if ds != dataset:
+            continue
+        for label in [m[0] for m in METHODS] + ["centralised"]:
+            runs = methods.get(label)
+            if not runs:
+                continue
+            lines.append(f"| {alpha:g} | {model} | {label} | {_ms([r['accuracy'] for r in runs])} | "
+                         f"{_ms([r['eod'] for r in runs])} | {_ms([r['spd'] for r in runs])} | "
+                         f"{_ms([r['client_std'] for r in runs])} | {_ms([r['worst10'] for r in runs])} |")
+    return lines
+
+
+def _qffl_table(blocks) -> list[str]:
+    methods = blocks.get(("fmnist", None, None), {})
+    lines = ["| method | test accuracy % | client acc mean % | client acc std % | worst-10% acc % | worst-10% vs FedAvg (per seed) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    base = methods.get("FedAvg", [])
+    for label in [m[0] for m in QFFL_METHODS] + ["centralised"]:
+        runs = methods.get(label)
+        if not runs:
+            continue
+        per_seed = ", ".join(f"{(r['worst10'] - b['worst10']) * 100:+.1f}" for r, b in zip(runs, base)) \
+            if label != "FedAvg" and len(runs) == len(base) else "—"
+        lines.append(f"| {label} | {_ms([r['accuracy'] for r in runs])} | {_ms([r['client_mean'] for r in runs])} | "
+                     f"{_ms([r['client_std'] for r in runs])} | {_ms([r['worst10'] for r in runs])} | {per_seed} |")
+    return lines
+
+
+def write_readme(rows: list[dict[str, Any]], *, readme: Path, minutes: float, processes: int) -> None:
+    blocks = summarise(rows)
+    note = (f"_Regenerated by `fedops bench fairness` ({minutes:.0f} min for all three tables on {processes} worker "
+            f"processes, 1 CPU thread each, on this project's 2-core machine); mean ± standard deviation over seeds "
+            f"{', '.join(map(str, SEEDS))}._")
+    for dataset in ("adult", "compas"):
+        if any(r["dataset"] == dataset for r in rows):
+            lines = [note, "", *_table(blocks, dataset), "", "Targets, seed by seed:", ""]
+            lines += [f"- {t}" for t in targets(blocks, dataset)]
+            replace_block(readme, begin=BEGIN[dataset], end=END[dataset], lines=lines)
+    if any(r["dataset"] == "fmnist" for r in rows):
+        replace_block(readme, begin=BEGIN["fmnist"], end=END["fmnist"], lines=[note, "", *_qffl_table(blocks)])
