@@ -119,6 +119,13 @@ def baseline_flow(config: dict[str, Any], workdir: str = ".") -> dict[str, Any]:
         "test_loss": history[-1]["test/loss"],
         "history": history,
     }
+    if bundle.sensitive_test is not None and bundle.num_classes == 2:  # group fairness beside the federated run's
+        from fedops.fairness.metrics import group_fairness
+        from fedops.fairness.step import predict
+
+        fair = group_fairness(bundle.y_test.numpy(), predict(model, x_test), bundle.sensitive_test)
+        tracker.log_metrics(fair, step=b.epochs)
+        result["fairness"] = {k.removeprefix("fairness/"): v for k, v in fair.items()}
     write_json_atomic(result, paths.baseline)
     tracker.log_artifact(paths.baseline, "reports")
     tracker.end("FINISHED")

@@ -18,6 +18,14 @@ what the release policy lets through. The policy follows the strictest privacy f
   and the bytes that reveal them are not released either. Round wall times are released; they
   grow with the cohort size, a side channel the accountant does not cover.
 
+Fairness (``fairness`` on): the group gaps of the global model on the server's own test set
+(``fairness/dpd``, ``eqodds``, ``eopp``, ``spd``, ``eod``) are released in every mode: the model is
+released anyway and the test set is the server's. What comes from clients' data (each client's
+held-out accuracy, the ``fairness/client_*`` spread, Jain's index, the per-client group gaps) is
+released in ``full`` only. FairFed's pooled numbers (``fairfed/*``: the global metric and
+accuracy from the pooled counts, the mean gap) come from sums and are released under ``secure``
+too; FairFed does not run under client-level DP.
+
 Allow-lists, not deny-lists: a number a later feature adds is withheld under privacy until it
 is listed here.
 """

@@ -127,3 +127,23 @@ def test_repro_once_then_an_experiment_that_exp_show_metrics_and_plots_diff_can_
     image = Image.open(shot).convert("L")
     dark = sum(1 for v in image.getdata() if v < 128)
     assert dark > 2000, dark  # axes, lines and labels, not a blank page
+
+
+def test_repro_of_the_adult_params_file_records_the_fairness_report(repo):
+    """`cp configs/adult.yaml params.yaml && dvc repro`, as the README says (fewer rounds here)."""
+    repo, run, _ = repo
+    params = yaml.safe_load((ROOT / "configs" / "adult.yaml").read_text())
+    params["server"]["rounds"] = 2
+    params["model"] = {"name": "mlp", "hidden": []}
+    params["baseline"]["epochs"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run("git", "commit", "-qam", "adult")
+    run(str(BIN / "dvc"), "repro")
+    report = json.loads((repo / "reports" / "fairness.json").read_text())
+    assert report["enabled"] and report["sensitive_attribute"] == "sex" and len(report["rounds"]) == 2
+    assert (repo / "reports" / "fairness.png").is_file()
+    metrics = json.loads(run(str(BIN / "dvc"), "metrics", "show", "--json").stdout)
+    shown = json.dumps(metrics)
+    assert "reports/fairness.json" in shown and "client_acc_worst10" in shown
+    baseline = json.loads((repo / "reports" / "baseline.json").read_text())
+    assert set(baseline["fairness"]) >= {"dpd", "eqodds", "eopp", "spd", "eod"}
