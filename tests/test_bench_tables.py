@@ -84,3 +84,29 @@ def test_compression_summary_compares_each_seed_with_its_own_float32_run(tmp_pat
     assert "| RPN | 0.7700 | -3.00 pts | 7.90 | 1.01x | 8.00 |" in text
     assert "| RPN | 0.8100 ± 0.0500 | -1.00 pts [-2.00, +0.00] | 4.00 | 2.00x | 8.00 |" in text
     assert "mean ± spread over 3 seeds" in text and "1.5 min on 2 CPU processes" in text and "old" not in text
+
+
+def test_fairness_targets_and_readme_blocks(tmp_path):
+    from fedops_benchmarks import fairness_table as ft
+
+    rows = []
+    for seed in ft.SEEDS:
+        for label, _, _ in ft.METHODS:
+            eod = {"FedAvg": 0.20, "FairFed β=1 + local reweighing": 0.10 + 0.12 * (seed == 2)}.get(label, 0.15)
+            rows.append({"dataset": "adult", "alpha": 0.1, "model_name": "MLP", "method": label, "seed": seed,
+                         "accuracy": 0.85 - 0.01 * (label != "FedAvg"), "eod": eod, "spd": 0.1, "client_std": 0.05,
+                         "worst10": 0.8, "client_mean": 0.84})
+        for label, _, _ in ft.QFFL_METHODS:
+            rows.append({"dataset": "fmnist", "method": label, "seed": seed, "accuracy": 0.8, "eod": float("nan"),
+                         "spd": float("nan"), "client_std": 0.1, "worst10": 0.6 + 0.03 * (label == "q-FFL q=0.1"),
+                         "client_mean": 0.8})
+    blocks = ft.summarise(rows)
+    lines = ft.targets(blocks, "adult")
+    assert "α = 0.1, MLP, FairFed β=1 + local reweighing: |EOD| below FedAvg's in 2/3 seeds" in lines[1]
+    assert "mean accuracy -1.00 points" in lines[1]
+    readme = tmp_path / "README.md"
+    readme.write_text("\n".join(f"{ft.BEGIN[k]}\nold\n{ft.END[k]}" for k in ("adult", "compas", "fmnist")) + "\n")
+    ft.write_readme(rows, readme=readme, minutes=1.0, processes=2)
+    text = readme.read_text()
+    assert "| 0.1 | MLP | FedAvg | 85.0 ± 0.0 | 20.0 ± 0.0 |" in text and "old" in text  # compas block untouched
+    assert "| q-FFL q=0.1 | 80.0 ± 0.0 | 80.0 ± 0.0 | 10.0 ± 0.0 | 63.0 ± 0.0 | +3.0, +3.0, +3.0 |" in text
