@@ -16,7 +16,7 @@ FEATURES = list(pm.FEATURES)
 
 
 def test_registry():
-    assert DATASETS.keys() == ["fashion_mnist", "pima", "synthetic", "tabular"]
+    assert DATASETS.keys() == ["adult", "compas", "fashion_mnist", "pima", "synthetic", "tabular"]
     ds = DATASETS.build({"name": "pima", "test_fraction": 0.3, "split_seed": 4})
     assert ds.params() == {"path": None, "test_fraction": 0.3, "split_seed": 4}
     assert DATASETS.build({"name": "fashion_mnist", "path": None}).path is None

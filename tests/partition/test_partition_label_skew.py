@@ -235,5 +235,6 @@ def test_natural_id_client_count_must_match_groups():
 
 def test_registry_holds_all_partitioners():
     assert PARTITIONERS.keys() == sorted(
-        ["dirichlet", "feature_skew", "iid", "labels_per_client", "natural_id", "quantity", "shards"]
+        ["dirichlet", "feature_skew", "iid", "labels_per_client", "natural_id", "quantity", "sensitive_dirichlet",
+         "shards"]
     )
