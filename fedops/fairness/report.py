@@ -41,9 +41,16 @@ def fairness_report(run: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
 def report_figure(report: dict[str, Any]):
     """Left: the per-client held-out accuracy at each evaluation round (box plots); right: the group
     gaps (|SPD|, |EOD| on the test set) and the client-accuracy spread per round."""
-    if not report.get("enabled") or not report.get("rounds"):
-        return None
     from matplotlib.figure import Figure
+
+    if not report.get("enabled") or not report.get("rounds"):  # DVC tracks the picture: always write one
+        fig = Figure(figsize=(6, 1.2), layout="constrained")
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, "fairness not measured in this run (no sensitive attribute and fairness.enabled unset,\n"
+                "or no evaluated round): set fairness.enabled: true for client-level fairness",
+                ha="center", va="center", fontsize=8)
+        ax.set_axis_off()
+        return fig
 
     fig = Figure(figsize=(11, 4), layout="constrained")
     left, right = fig.subplots(1, 2)

@@ -72,13 +72,9 @@ class FairnessOutputs(_Quiet):
         run.extras["fairness"] = {"passed": report.get("passed", True),
                                   "failed": [c["message"] for c in report.get("checks", []) if not c["passed"]]}
         write_json_atomic(report, self.paths.fairness_report)
-        fig = report_figure(report)
-        if fig is not None:
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=90)
-            write_bytes_atomic(buf.getvalue(), self.paths.fairness_plot)
-        elif self.paths.fairness_plot.exists():
-            self.paths.fairness_plot.unlink()
+        buf = io.BytesIO()
+        report_figure(report).savefig(buf, format="png", dpi=90)
+        write_bytes_atomic(buf.getvalue(), self.paths.fairness_plot)  # a DVC output: written in every run
 
 
 class SummaryOutput(_Quiet):

@@ -121,9 +121,7 @@ class MlflowObserver:
 
         report = fairness_report(run, result.history)
         self.tracker.log_dict(report, "fairness/report.json")
-        fig = report_figure(report)
-        if fig is not None:
-            self.tracker.client.log_figure(self.tracker.run_id, fig, "plots/fairness.png")
+        self.tracker.client.log_figure(self.tracker.run_id, report_figure(report), "plots/fairness.png")
         checks = report.get("checks", [])
         if checks:
             self.tracker.set_tags({"fedops.fairness_checks": "passed" if report["passed"] else "failed"})
