@@ -19,7 +19,10 @@ SPECS = {
     "quantity": {"name": "quantity", "sigma": 1.0, "min_size": 5},
     "feature_skew": {"name": "feature_skew", "kind": "noise"},
     "natural_id": {"name": "natural_id"},
+    "sensitive_dirichlet": {"name": "sensitive_dirichlet", "alpha": 0.5, "min_size": 20},
 }
+GROUPED = {"natural_id", "sensitive_dirichlet"}
+"""Partitioners that split by a per-sample group (a client id, or the sensitive attribute)."""
 MIN_SIZE = {key: spec.get("min_size", 1) for key, spec in SPECS.items()}
 DETERMINISTIC = {"natural_id"}
 
@@ -32,7 +35,11 @@ def groups_for(n: int, num_clients: int) -> np.ndarray:
 
 
 def run(key: str, labels: np.ndarray, num_clients: int, seed: int) -> Partition:
-    groups = groups_for(labels.size, num_clients) if key == "natural_id" else None
+    groups = None
+    if key == "natural_id":
+        groups = groups_for(labels.size, num_clients)
+    elif key == "sensitive_dirichlet":
+        groups = np.random.default_rng(11).integers(0, 2, labels.size)
     return partition_labels(SPECS[key], labels, num_clients=num_clients, seed=seed, groups=groups)
 
 
@@ -68,7 +75,7 @@ def test_one_client_gets_everything(key, balanced_labels):
     spec = {**SPECS[key]}
     if key == "labels_per_client":
         spec["labels_per_client"] = 10  # one client must then hold all 10 classes
-    groups = np.zeros(balanced_labels.size, dtype=np.int64) if key == "natural_id" else None
+    groups = np.zeros(balanced_labels.size, dtype=np.int64) if key in GROUPED else None
     part = partition_labels(spec, balanced_labels, num_clients=1, seed=0, groups=groups)
     assert part.num_clients == 1
     np.testing.assert_array_equal(part.indices[0], np.arange(balanced_labels.size))

@@ -89,7 +89,11 @@ def test_weighted_encoding_decodes_the_weighted_mean(xs, ns):
 
 def test_bad_inputs_are_refused_with_the_value():
     with pytest.raises(ValueError, match="weight must be in"):
-        encode_weighted(np.zeros(3), weight=0.0, clip=1.0, scale=8.0, bits=32)
+        encode_weighted(np.zeros(3), weight=-0.1, clip=1.0, scale=8.0, bits=32)
+    with pytest.raises(ValueError, match="weight must be in"):
+        encode_weighted(np.zeros(3), weight=1.5, clip=1.0, scale=8.0, bits=32)
+    # FairFed can clamp a client's weight to 0: it then contributes nothing
+    assert not encode_weighted(np.ones(3), weight=0.0, clip=1.0, scale=8.0, bits=32)[0].any()
     with pytest.raises(ValueError, match="1-D"):
         encode_dp(np.zeros((2, 2)), count=False, clip=1.0, scale=8.0, bits=32)
     with pytest.raises(ValueError, match="NaN"):
