@@ -6,6 +6,7 @@ directory. Two runs started at once on a fresh work directory: one runs, the oth
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,8 +48,11 @@ def _command(args, *, failpoint=None, env=None, timeout=600):
     env.pop("FEDOPS_FAILPOINTS", None)
     if failpoint:
         env["FEDOPS_FAILPOINTS"] = failpoint
+    # SIGINT back to its default in the child, as in a terminal: a test session started in the background
+    # of a non-interactive shell inherits SIGINT ignored, and Python then installs no Ctrl-C handler
     proc = subprocess.Popen([FEDOPS, *args], env=env, cwd=ROOT, start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out, err = proc.communicate(timeout=timeout)
     ended = time.time()
     time.sleep(0.5)
