@@ -152,6 +152,10 @@ class ClientRuntime:
                 )
             return self._per_device[device]
 
+    def data_on(self, device: torch.device) -> _DeviceData:
+        """The training data and the clients' index tensors on ``device`` (moved there once)."""
+        return self._data(device)
+
     def thread_model(self, device: torch.device) -> torch.nn.Module:
         """This thread's reusable model instance on ``device`` (weights are loaded per use)."""
         models = getattr(self._local, "models", None)

@@ -300,6 +300,15 @@ class Dataset(PluginModel):
 # --------------------------------------------------------------------------------------
 
 
+def table_frame(x: Any, y: Any, *, label: str) -> pd.DataFrame:
+    """What Great Expectations validates for a table: the feature frame with the label column
+    appended (as objects, so a missing or foreign label stays visible); ``y`` None: the features."""
+    frame = pd.DataFrame(x).reset_index(drop=True)
+    if y is None:
+        return frame
+    return frame.assign(**{label: pd.Series(y).astype(object).reset_index(drop=True)})
+
+
 def table_bundle(raw: RawData, *, name: str, features: Sequence[str], label: str,
                  classes: Sequence[str]) -> DataBundle:
     """Training tensors from a table's train and test frames: the ``features`` as float32,

@@ -21,6 +21,7 @@ from fedops.data.base import (
     Source,
     Split,
     table_bundle,
+    table_frame,
     verify_hashes,
 )
 
@@ -149,10 +150,7 @@ class Pima(Dataset):
         return TOTAL_ROWS - n_test if split == "train" else n_test
 
     def summary_frame(self, x: Any, y: Any) -> pd.DataFrame:
-        frame = pd.DataFrame(x).reset_index(drop=True)
-        if y is None:
-            return frame
-        return frame.assign(**{LABEL: pd.Series(y).astype(object).reset_index(drop=True)})
+        return table_frame(x, y, label=LABEL)
 
     def expectations(self, *, scope: Scope, split: Split = "train") -> list:
         import great_expectations as gx

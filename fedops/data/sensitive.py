@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import model_validator
 
-from fedops.data.base import DataBundle, DataError, Dataset, RawData, Scope, Source, Split
+from fedops.data.base import DataBundle, DataError, Dataset, RawData, Scope, Source, Split, table_frame
 from fedops.data.categorical import encode_table, fit_encoding, group_codes
 from fedops.lazy import pd  # pandas on first use: configs load without it
 
@@ -122,10 +122,7 @@ class SensitiveTable(Dataset):
 
     # ---- validation -------------------------------------------------------------------------
     def summary_frame(self, x: Any, y: Any) -> pd.DataFrame:
-        frame = pd.DataFrame(x).reset_index(drop=True)
-        if y is None:
-            return frame
-        return frame.assign(**{self.LABEL: pd.Series(y).astype(object).reset_index(drop=True)})
+        return table_frame(x, y, label=self.LABEL)
 
     def expectations(self, *, scope: Scope, split: Split = "train") -> list:
         """Schema (the columns in order), category sets, numeric ranges, missing rates, label set;

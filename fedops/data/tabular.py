@@ -34,6 +34,7 @@ from fedops.data.base import (
     Source,
     Split,
     table_bundle,
+    table_frame,
     verify_hashes,
 )
 from fedops.data.pima import stratified_split
@@ -129,10 +130,7 @@ class Tabular(Dataset):
     # ---- validation ------------------------------------------------------------------
 
     def summary_frame(self, x: Any, y: Any) -> pd.DataFrame:
-        frame = pd.DataFrame(x).reset_index(drop=True)
-        if y is None:
-            return frame
-        return frame.assign(**{self.label: pd.Series(y).astype(object).reset_index(drop=True)})
+        return table_frame(x, y, label=self.label)
 
     def expectations(self, *, scope: Scope, split: Split = "train") -> list:
         import great_expectations as gx

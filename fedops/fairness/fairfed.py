@@ -98,14 +98,12 @@ class FairFedState:
         pooled = summer({c: np.asarray(v, dtype=np.float64).reshape(-1) for c, v in counts.items()}, "counts")
         pooled = np.asarray(pooled, dtype=np.float64).reshape(np.asarray(next(iter(counts.values()))).shape)
         gaps = {c: metric_gap(np.asarray(v), pooled, metric=self.metric) for c, v in counts.items()}
-        mean_gap = None
-        if summer is not plain_sum and self.beta > 0:
-            mean_gap = float(np.asarray(summer({c: np.array([g]) for c, g in gaps.items()}, "reals"))[0]) / len(gaps)
+        # the mean gap is what the server learns (a sum): the same number in the step and in the metrics
+        mean_gap = float(np.asarray(summer({c: np.array([g]) for c, g in gaps.items()}, "reals"))[0]) / len(gaps)
         new = fairfed_step(self.weights, gaps, beta=self.beta, scale=self.scale, mean_gap=mean_gap)
         self.weights.update(new)
-        f = METRICS[self.metric](pooled)
-        self.last = {"fairfed/global_metric": f, "fairfed/global_accuracy": accuracy_from_counts(pooled),
-                     "fairfed/mean_gap": float(np.mean(list(gaps.values())))}
+        self.last = {"fairfed/global_metric": METRICS[self.metric](pooled),
+                     "fairfed/global_accuracy": accuracy_from_counts(pooled), "fairfed/mean_gap": mean_gap}
         return new
 
     def state_dict(self) -> dict:

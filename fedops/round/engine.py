@@ -289,7 +289,7 @@ class FederatedRun:
             rt = self.world.runtime
             with torch_threads(self.config.execution.threads_per_worker()):
                 x_test, y_test = testset.on(self.eval_device)
-                fair = self.fairness(self.final_model(), x_train=rt.x_train.to(self.eval_device), x_test=x_test,
+                fair = self.fairness(self.final_model(), x_train=rt.data_on(self.eval_device).x, x_test=x_test,
                                      y_test=y_test)
             metrics.update(fair.metrics)
             self._last_client_accuracy = fair.client_accuracy

@@ -101,7 +101,7 @@ def decode_and_validate(messages: list[EncodedUpdate], *, codec: Any, ctx_for, d
         batch.client_ids.append(msg.client_id)
         batch.deltas.append(delta.to(torch.float32))
         base = float(msg.num_samples) if msg.weight is None else float(msg.weight)
-        batch.weights.append(base * factor if factor != 1.0 else base)
+        batch.weights.append(base * factor)
         batch.indicators.append(msg.clip_indicator)
         batch.losses.append(row.get("loss_before"))
     return batch
