@@ -96,17 +96,30 @@ def test_fairness_targets_and_readme_blocks(tmp_path):
             rows.append({"dataset": "adult", "alpha": 0.1, "model_name": "MLP", "method": label, "seed": seed,
                          "accuracy": 0.85 - 0.01 * (label != "FedAvg"), "eod": eod, "spd": 0.1, "client_std": 0.05,
                          "worst10": 0.8, "client_mean": 0.84})
-        for label, _, _ in ft.QFFL_METHODS:
+        for label, _, _ in ft.qffl_methods(2.0):
             rows.append({"dataset": "fmnist", "method": label, "seed": seed, "accuracy": 0.8, "eod": float("nan"),
-                         "spd": float("nan"), "client_std": 0.1, "worst10": 0.6 + 0.03 * (label == "q-FFL q=0.1"),
-                         "client_mean": 0.8})
+                         "spd": float("nan"), "client_std": 0.1, "worst10": 0.6 + 0.03 * (label == "q-FFL q=0.1")
+                         + 0.05 * (label == "q-FFL q=1, L=2"), "client_mean": 0.8})
     blocks = ft.summarise(rows)
     lines = ft.targets(blocks, "adult")
     assert "α = 0.1, MLP, FairFed β=1 + local reweighing: |EOD| below FedAvg's in 2/3 seeds" in lines[1]
     assert "mean accuracy -1.00 points" in lines[1]
     readme = tmp_path / "README.md"
     readme.write_text("\n".join(f"{ft.BEGIN[k]}\nold\n{ft.END[k]}" for k in ("adult", "compas", "fmnist")) + "\n")
-    ft.write_readme(rows, readme=readme, minutes=1.0, processes=2)
+    tuning = [{"method": "FedAvg", "lipschitz": None, "accuracy": 0.85, "worst10": 0.60}]
+    for label, agg, _ in [ft._qffl(q, lip) for q in ft.TUNE_QS for lip in ft.TUNE_LS]:
+        good = agg["lipschitz"] in (1.0, 2.0)
+        tuning.append({"method": label, "lipschitz": agg["lipschitz"], "accuracy": 0.845 if good else 0.80,
+                       "worst10": 0.66 + 0.01 * (agg["lipschitz"] == 1.0) if good else 0.70})
+    lipschitz, log = ft.choose_lipschitz(tuning)
+    assert lipschitz == 1.0  # the best worst-10% among the runs within 1 point of FedAvg's accuracy
+    assert "q-FFL q=5, L=1/lr: accuracy -5.0 points, worst-10% +10.0 points" in log
+    assert ft.choose_lipschitz(tuning[:1] + [dict(r, accuracy=0.5) for r in tuning[1:]])[0] is None
+    ft.write_readme(rows, readme=readme, minutes=1.0, processes=2, lipschitz=2.0, tuning=log, extra_runs=9)
     text = readme.read_text()
+    assert "| q-FFL q=1, L=2 | 80.0 ± 0.0 | 80.0 ± 0.0 | 10.0 ± 0.0 | 65.0 ± 0.0 | +5.0, +5.0, +5.0 |" in text
+    assert "- q-FFL q=1, L=2: worst-10% +5.0 points (per seed +5.0, +5.0, +5.0), mean test accuracy +0.0 points: meets" in text
+    assert "- q-FFL q=1: worst-10% +0.0 points" in text and "misses the target" in text
+    assert "chosen: L = 2:" in text
     assert "| 0.1 | MLP | FedAvg | 85.0 ± 0.0 | 20.0 ± 0.0 |" in text and "old" in text  # compas block untouched
     assert "| q-FFL q=0.1 | 80.0 ± 0.0 | 80.0 ± 0.0 | 10.0 ± 0.0 | 63.0 ± 0.0 | +3.0, +3.0, +3.0 |" in text

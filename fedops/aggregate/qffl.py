@@ -64,6 +64,8 @@ class QFFL(Aggregator):
     name: Literal["qffl"] = "qffl"
     q: float = Field(1.0, ge=0, allow_inf_nan=False)
     weighted: bool = True
+    lipschitz: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """``L``, Alg. 2's Lipschitz estimate (an input of the algorithm); ``None`` = ``1 / client.lr``."""
 
     needs_losses: ClassVar[bool] = True
 
@@ -71,4 +73,5 @@ class QFFL(Aggregator):
         if losses is None or lr is None:
             raise ValueError("q-FFL needs each client's loss before training and the local learning rate")
         w = weights if self.weighted else torch.ones_like(weights)
-        return qffl_aggregate(updates, losses=losses, weights=w, q=self.q, lr=lr)
+        step = lr if self.lipschitz is None else 1.0 / self.lipschitz
+        return qffl_aggregate(updates, losses=losses, weights=w, q=self.q, lr=step)

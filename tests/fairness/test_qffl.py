@@ -10,15 +10,16 @@ from fedops.aggregate.fedavg import weighted_mean
 from fedops.aggregate.qffl import EPS, qffl_aggregate
 
 
-def reference(w, local_models, losses, *, q, lr):
-    """Li et al. 2020, Alg. 2, literally: Delta_k, h_k and w - sum Delta / sum h (float64)."""
+def reference(w, local_models, losses, *, q, lr, p=None):
+    """Li et al. 2020, Alg. 2, literally: Delta_k, h_k and w - sum Delta / sum h (float64); ``p``
+    weights each client's terms (fedops' ``weighted``)."""
     L = 1.0 / lr
     deltas, hs = [], []
-    for wk, f in zip(local_models, losses):
+    for wk, f, pk in zip(local_models, losses, p or [1.0] * len(losses)):
         f = f + EPS
         g = L * (w - wk)
-        deltas.append(f ** q * g)
-        hs.append(q * f ** (q - 1) * float(g @ g) + L * f ** q)
+        deltas.append(pk * f ** q * g)
+        hs.append(pk * (q * f ** (q - 1) * float(g @ g) + L * f ** q))
     return w - sum(deltas) / sum(hs)
 
 
@@ -57,3 +58,25 @@ def test_refuses_bad_input():
         qffl_aggregate(u, losses=torch.ones(2), weights=torch.ones(2), q=-1.0, lr=0.1)
     with pytest.raises(ValueError, match="one finite non-negative loss"):
         qffl_aggregate(u, losses=torch.tensor([1.0, float("nan")]), weights=torch.ones(2), q=1.0, lr=0.1)
+
+
+def test_lipschitz_estimate_is_an_input_with_one_over_lr_by_default():
+    from pydantic import ValidationError
+
+    from fedops.aggregate.qffl import QFFL
+
+    g = torch.Generator().manual_seed(2)
+    updates, weights, losses = torch.randn(4, 50, generator=g), torch.tensor([5.0, 1.0, 2.0, 8.0]), torch.rand(4, generator=g)
+    default, m0 = QFFL(q=1.0).aggregate(updates, weights=weights, losses=losses, lr=0.05)
+    same, _ = QFFL(q=1.0, lipschitz=20.0).aggregate(updates, weights=weights, losses=losses, lr=0.05)
+    assert torch.equal(default, same)
+    looser, m1 = QFFL(q=1.0, lipschitz=2.0).aggregate(updates, weights=weights, losses=losses, lr=0.05)
+    assert m0["qffl_step_factor"] < m1["qffl_step_factor"] < 1.0  # a smaller L takes a longer step
+    w = np.zeros(50)
+    local = [u.double().numpy() for u in updates]
+    np.testing.assert_allclose(looser.double().numpy(),
+                               reference(w, local, (losses * 1.0).tolist(), q=1.0, lr=0.5, p=weights.tolist()),
+                               rtol=1e-5, atol=1e-7)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValidationError, match="lipschitz"):
+            QFFL(q=1.0, lipschitz=bad)
