@@ -125,12 +125,22 @@ class ClientSection(Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     prox_mu: float = Field(0.0, ge=0)
-    reweighing: Literal["none", "local", "global"] = "none"
-    """Debiasing in local training (Kamiran & Calders 2012): each client weights its rows by
-    ``P(a) P(y) / P(a, y)`` (group ``a`` of the sensitive attribute, label ``y``): ``local`` from its
-    own rows, ``global`` from the population's counts, pooled once through the round's sum (a secure
-    sum under secure aggregation), as in Abay et al. 2020. FairFed's authors pair their aggregation
+    reweighing: Literal["none", "local", "global", "fairbatch", "fairbatch_global"] = "none"
+    """Debiasing in local training. Kamiran & Calders 2012 (aimed at demographic parity): each
+    client weights its rows by ``P(a) P(y) / P(a, y)`` (group ``a`` of the sensitive attribute,
+    label ``y``): ``local`` from its own rows, ``global`` from the population's counts, pooled once
+    through the round's sum (a secure sum under secure aggregation), as in Abay et al. 2020.
+    ``fairbatch`` (aimed at equalized odds): FairBatch's group shares within each label, adapted
+    every round from the global model's losses on the client's rows (:mod:`fedops.fairness.fairbatch`;
+    step ``fairbatch_alpha``; binary attribute and label); ``fairbatch_global``: the same shares for
+    the whole population, moved by the clients' pooled losses (a secure sum under secure aggregation),
+    which also reweighs clients that hold one group only. FairFed's authors pair their aggregation
     with such local debiasing. Needs a sensitive attribute."""
+    fairbatch_alpha: float = Field(0.05, gt=0, le=1)
+    """FairBatch's step on a group's share per round (``reweighing: fairbatch``)."""
+    fairbatch_target: Literal["eqopp", "eqodds"] = "eqopp"
+    """What FairBatch equalises: ``eqopp``, the loss gap on positive rows (the true-positive-rate
+    gap, FairFed's EOD), or ``eqodds``, the larger of the two labels' gaps."""
 
 
 class ServerSection(Section):
@@ -497,6 +507,11 @@ class Config(Section):
             raise ValueError(f"client.reweighing = {self.client.reweighing!r} cannot run with privacy.mode = "
                              f"{self.privacy.mode!r}: the weights and the pooled counts are not covered by the privacy "
                              "accounting")
+        if self.client.reweighing.startswith("fairbatch") and sensitive is not None and (
+                self.data.num_groups != 2 or len(getattr(self.data, "CLASSES", ())) != 2):
+            raise ValueError(f"client.reweighing = {self.client.reweighing!r} needs a binary sensitive attribute and a binary label; "
+                             f"data.sensitive = {sensitive!r} has {self.data.num_groups} groups and "
+                             f"{self.data.name!r} {len(getattr(self.data, 'CLASSES', ()))} classes (set data.binary: true)")
         part = self.partition.partitioner
         if getattr(part, "uses_sensitive", False) and sensitive is None:
             raise ValueError(

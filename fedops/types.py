@@ -75,6 +75,12 @@ class ClientUpdate:
     wall_time_s: float = 0.0
     group_counts: Any = None
     """FairFed: ``counts[a, y, p]`` of the global model on the client's rows (numpy), else None."""
+    group_losses: Any = None
+    """``client.reweighing: fairbatch_global``: ``[loss_sums[a, y], counts[a, y]]`` of the global
+    model on the client's rows (numpy), what the client adds to the round's sum; else None."""
+    state: Any = None
+    """The client's own state after this round (FairBatch's group shares), else None: it stays on
+    the client and is handed back to it next round; it is never uploaded."""
 
 
 @dataclass(frozen=True)

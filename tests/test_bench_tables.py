@@ -102,8 +102,13 @@ def test_fairness_targets_and_readme_blocks(tmp_path):
                          + 0.05 * (label == "q-FFL q=1, L=2"), "client_mean": 0.8})
     blocks = ft.summarise(rows)
     lines = ft.targets(blocks, "adult")
-    assert "α = 0.1, MLP, FairFed β=1 + local reweighing: |EOD| below FedAvg's in 2/3 seeds" in lines[1]
-    assert "mean accuracy -1.00 points" in lines[1]
+    line = next(t for t in lines if "FairFed β=1 + local reweighing vs FedAvg:" in t)
+    assert "α = 0.1, MLP, FairFed β=1 + local reweighing vs FedAvg: |EOD| below in 2/3 seeds" in line
+    assert "(change -6.0 points, per seed -10.0, -10.0, +2.0; within the seeds' spread of 6.9)" in line
+    assert "mean accuracy -1.00 points" in line
+    same = next(t for t in lines if "FairFed β=1 + local reweighing vs FedAvg + local reweighing:" in t)
+    assert "below in 2/3 seeds (change -1.0 points, per seed -5.0, -5.0, +7.0; within the seeds' spread of 6.9)" in same
+    assert not any("(weights only) vs FedAvg + " in t for t in lines)  # its like-for-like row is FedAvg itself
     readme = tmp_path / "README.md"
     readme.write_text("\n".join(f"{ft.BEGIN[k]}\nold\n{ft.END[k]}" for k in ("adult", "compas", "fmnist")) + "\n")
     tuning = [{"method": "FedAvg", "lipschitz": None, "accuracy": 0.85, "worst10": 0.60}]

@@ -170,7 +170,8 @@ class ClientRuntime:
         if p > 0 and numpy_rng(self.config.seed, STREAM_DROPOUT, round_idx, client_id).random() < p:
             raise ClientDropped(f"client {client_id} dropped out in round {round_idx} (simulated, p={p})")
 
-    def train(self, *, round_idx: int, client_id: int, global_params: torch.Tensor) -> ClientUpdate:
+    def train(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, state: Any = None,
+              broadcast: dict[str, Any] | None = None) -> ClientUpdate:
         """Local training of one client in one round, replayable from (seed, round, client).
 
         Runs with ``execution.torch_threads`` (default cores // max_workers) CPU threads in the
@@ -185,9 +186,10 @@ class ClientRuntime:
                 return self._train_dp_sgd(round_idx=round_idx, client_id=client_id, global_params=global_params,
                                           device=device, data=data)
             return self._train_sgd(round_idx=round_idx, client_id=client_id, global_params=global_params,
-                                   device=device, data=data)
+                                   device=device, data=data, state=state, broadcast=broadcast)
 
-    def _train_sgd(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, device, data) -> ClientUpdate:
+    def _train_sgd(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, device, data,
+                   state: Any = None, broadcast: dict[str, Any] | None = None) -> ClientUpdate:
         seed = self.config.seed
         meta = self.client_meta[client_id] if self.client_meta else {}
         transform = None
@@ -210,6 +212,7 @@ class ClientRuntime:
             rows = data.indices[client_id].cpu().numpy()  # the client's rows, in the order of ``indices``
             groups = None if self.sensitive is None else np.asarray(self.sensitive)[rows]
             before = self._evaluate_before(device, x, y, indices, groups)
+        table, state = self._fairbatch(client_id, before, state, broadcast)
         # Modules with their own randomness (dropout) draw from the global generator: seeded here so
         # the round replays (exact when clients run one at a time).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -219,16 +222,45 @@ class ClientRuntime:
                 global_params=global_params.to(device), x=x, y=y, indices=indices, epochs=spec.epochs,
                 batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
                 prox_mu=spec.prox_mu, generator=torch_generator(seed, STREAM_CLIENT, round_idx, client_id, device=device),
-                feature_transform=transform, sample_weights=self._reweighing(data, client_id, x, y, indices),
+                feature_transform=transform,
+                sample_weights=self._reweighing(data, client_id, x, y, indices, table=table),
             )
         if before is None:
             return update
         return replace(update, metrics={**update.metrics, "loss_before": before["loss"]},
-                       group_counts=before.get("group_counts"))
+                       group_counts=before.get("group_counts"), state=state,
+                       group_losses=self._group_losses(client_id, before))
 
-    def _reweighing(self, data, client_id: int, x, y, indices) -> torch.Tensor | None:
-        """``client.reweighing``: Kamiran & Calders' weights from the client's own rows (group, label),
-        as a tensor over ``x``'s rows (only the client's rows are read)."""
+    def _group_losses(self, client_id: int, before: dict[str, Any]):
+        """``fairbatch_global``: what the client adds to the round's sum, ``[loss sums, counts]``."""
+        if self.config.client.reweighing != "fairbatch_global":
+            return None
+        return np.stack([before["group_loss_sums"], self.group_label_counts(client_id).astype(np.float64)])
+
+    def _fairbatch(self, client_id: int, before: dict[str, Any] | None, state: Any, broadcast: dict[str, Any] | None):
+        """``client.reweighing: fairbatch``: this round's group shares, one FairBatch step from the
+        client's previous ones (its natural shares the first time) on the global model's losses;
+        the weight table and the new state. ``fairbatch_global``: the table the server sent.
+        ``(None, None)`` otherwise."""
+        mode = self.config.client.reweighing
+        if mode == "fairbatch_global":
+            if not broadcast or "reweighing_table" not in broadcast:
+                raise ValueError("client.reweighing = 'fairbatch_global' needs the round's weight table (the run sends it)")
+            return torch.as_tensor(broadcast["reweighing_table"]), None
+        if mode != "fairbatch":
+            return None, None
+        from fedops.fairness.fairbatch import fairbatch_step, fairbatch_table, natural_lambda
+
+        counts = self.group_label_counts(client_id)
+        lam = natural_lambda(counts) if state is None else np.asarray(state["lam"], dtype=np.float64)
+        lam = fairbatch_step(lam, loss_sums=before["group_loss_sums"], counts=counts,
+                             alpha=self.config.client.fairbatch_alpha, target=self.config.client.fairbatch_target)
+        return torch.as_tensor(fairbatch_table(lam, counts)), {"lam": [float(v) for v in lam]}
+
+    def _reweighing(self, data, client_id: int, x, y, indices, table: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``client.reweighing``: weights by the rows' (group, label) as a tensor over ``x``'s rows
+        (only the client's rows are read): Kamiran & Calders' from the client's own rows or the
+        population's table, or FairBatch's ``table``."""
         mode = self.config.client.reweighing
         if mode == "none":
             return None
@@ -240,7 +272,7 @@ class ClientRuntime:
         groups = torch.as_tensor(np.asarray(self.sensitive)[rows.cpu().numpy()], device=x.device)
         weights = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
         weights[indices] = reweighing_weights(groups, y[indices],
-                                              table=self.reweighing_table if mode == "global" else None)
+                                              table=self.reweighing_table if mode == "global" else table)
         return weights
 
     def group_label_counts(self, client_id: int) -> np.ndarray:
@@ -256,7 +288,8 @@ class ClientRuntime:
         """Whether clients evaluate the global model on their training rows before training: q-FFL's
         loss ``F_k``, FairFed's group counts."""
         agg = self.config.server.aggregator
-        return bool(getattr(agg, "needs_losses", False) or getattr(agg, "needs_group_counts", False))
+        return bool(getattr(agg, "needs_losses", False) or getattr(agg, "needs_group_counts", False)
+                    or self.config.client.reweighing.startswith("fairbatch"))
 
     @torch.no_grad()
     def _evaluate_before(self, device, x, y, indices, groups: np.ndarray | None) -> dict[str, Any]:
@@ -267,15 +300,24 @@ class ClientRuntime:
         model = self.thread_model(device)
         was = model.training
         model.eval()
+        fairbatch = self.config.client.reweighing.startswith("fairbatch")
+        if fairbatch and groups is None:
+            raise ValueError("FairBatch needs the sensitive attribute of the clients' rows")
         loss = torch.zeros((), dtype=torch.float64, device=device)
+        cells = torch.zeros(2 * self.num_classes, dtype=torch.float64, device=device)
         preds = []
         for i in range(0, indices.numel(), 1024):
             idx = indices[i:i + 1024]
             logits = model(x[idx])
             loss += F.cross_entropy(logits, y[idx], reduction="sum").double()
             preds.append(logits.argmax(1))
+            if fairbatch:  # FairBatch: the loss sums per (group, label)
+                cell = torch.as_tensor(groups[i:i + 1024], device=device).long() * self.num_classes + y[idx].long()
+                cells.index_add_(0, cell, F.cross_entropy(logits, y[idx], reduction="none").double())
         model.train(was)
         out: dict[str, Any] = {"loss": float(loss) / max(1, indices.numel())}
+        if fairbatch:
+            out["group_loss_sums"] = cells.reshape(2, self.num_classes).cpu().numpy()
         if getattr(self.config.server.aggregator, "needs_group_counts", False):
             from fedops.fairness.metrics import group_counts
 

@@ -94,6 +94,8 @@ class FederatedRun:
         self.codec_states: dict[int, Any] = {}
         """Each client's codec state (error feedback's residual): on its device in a deployment,
         kept here for the simulated clients so that it is checkpointed with the run."""
+        self.client_states: dict[int, Any] = {}
+        """Each client's own training state (FairBatch's group shares), kept likewise."""
         self.local_epsilon_max = 0.0
         self.history: list[dict[str, float]] = []
         self.last_record: RoundRecord | None = None
@@ -112,7 +114,8 @@ class FederatedRun:
             from fedops.fairness.fairfed import FairFedState
 
             self.fairfed = FairFedState.start(beta=agg.beta, metric=agg.metric, sizes=runtime.sizes())
-        if config.client.reweighing == "global":
+        self.fairbatch = None
+        if config.client.reweighing in ("global", "fairbatch_global"):
             self._pool_reweighing_counts()
         self.client_accuracy: list[dict[str, Any]] = []
         """Each evaluation round's per-client held-out accuracy (``{"round", "accuracy"}``)."""
@@ -188,8 +191,14 @@ class FederatedRun:
         started = time.perf_counter()
         plan = self.server.plan(round_idx)
         runtime = self._share(executor, "runtime", self.world.runtime)
-        trained = executor.map(TRAIN, plan.training, round_idx=round_idx,
-                               shared={"runtime": runtime, "params": executor.share(self.params)})
+        shared = {"runtime": runtime, "params": executor.share(self.params)}
+        if self.client_states:
+            shared["client_states"] = executor.share({c: self.client_states[c] for c in plan.training
+                                                      if c in self.client_states})
+        if self.fairbatch is not None:
+            shared["broadcast"] = executor.share({"reweighing_table": self.fairbatch.table()})
+        trained = executor.map(TRAIN, plan.training, round_idx=round_idx, shared=shared)
+        self.client_states.update({c: u.state for c, u in trained.results.items() if u.state is not None})
         failpoints.hit("round.trained", round_idx=round_idx)
         t_clients = time.perf_counter()
         with torch_threads(1):  # coordinator math: one reduction order, whichever executor ran the clients
@@ -199,6 +208,9 @@ class FederatedRun:
                                       num_selected=len(plan.selected))
             rows = self.server.rows(plan, trained.failures)
             weights = self._fairfed_weights(round_idx, updates)
+            if self.fairbatch is not None:  # the next round's group shares, from this round's pooled losses
+                self.fairbatch.update({c: u.group_losses for c, u in updates.items()},
+                                      summer=self.transport.summer(round_idx))
             messages = []
             for update in updates.values():
                 try:
@@ -209,6 +221,8 @@ class FederatedRun:
             metrics = self.server.finish(plan, delivery, rows)
             if self.fairfed is not None:
                 metrics.update(self.fairfed.last)
+            if self.fairbatch is not None:
+                metrics.update(self.fairbatch.last)
         if self.local_ledgers is not None:
             metrics["privacy/local_epsilon_max"] = self.local_epsilon_max
         t_server = time.perf_counter()
@@ -240,8 +254,15 @@ class FederatedRun:
         rt = self.world.runtime
         counts = {c: rt.group_label_counts(c) for c in range(rt.num_clients)}
         shape = next(iter(counts.values())).shape
-        pooled = self.transport.summer(0)({c: v.reshape(-1) for c, v in counts.items()}, "counts")
-        rt.reweighing_table = reweighing_table(torch.as_tensor(np.rint(np.asarray(pooled)).reshape(shape)))
+        pooled = np.rint(np.asarray(self.transport.summer(0)({c: v.reshape(-1) for c, v in counts.items()}, "counts")))
+        if self.config.client.reweighing == "fairbatch_global":
+            from fedops.fairness.fairbatch import GlobalFairBatch
+
+            spec = self.config.client
+            self.fairbatch = GlobalFairBatch(counts=pooled.reshape(shape), alpha=spec.fairbatch_alpha,
+                                             target=spec.fairbatch_target)
+            return
+        rt.reweighing_table = reweighing_table(torch.as_tensor(pooled.reshape(shape)))
 
     def _fairfed_weights(self, round_idx: int, updates: dict[int, Any]) -> dict[int, float]:
         """FairFed: this round's weights of the clients that trained, from their group counts on the
@@ -316,12 +337,14 @@ class FederatedRun:
             "server": self.server.state_dict(),
             "local_ledgers": None if self.local_ledgers is None else self.local_ledgers.state_dict(),
             "codec_states": dict(self.codec_states),
+            "client_states": dict(self.client_states),
             "local_epsilon_max": self.local_epsilon_max,
             "history": [dict(h) for h in self.history],
             "last_record": None if self.last_record is None else self.last_record.to_state(),
             "stopped": self.stopped,
             "extras": dict(self.extras),
             "fairfed": None if self.fairfed is None else self.fairfed.state_dict(),
+            "fairbatch": None if self.fairbatch is None else self.fairbatch.state_dict(),
             "client_accuracy": [dict(a) for a in self.client_accuracy],
         }
 
@@ -333,6 +356,7 @@ class FederatedRun:
         if self.local_ledgers is not None:
             self.local_ledgers.load_state_dict(state["local_ledgers"] or {})
         self.codec_states = {int(k): v for k, v in state["codec_states"].items()}
+        self.client_states = {int(k): v for k, v in state.get("client_states", {}).items()}
         self.local_epsilon_max = float(state["local_epsilon_max"])
         self.history = [dict(h) for h in state["history"]]
         self.last_record = None if state["last_record"] is None else RoundRecord.from_state(state["last_record"])
@@ -340,6 +364,8 @@ class FederatedRun:
         self.extras = dict(state["extras"])
         if self.fairfed is not None:
             self.fairfed.load_state_dict(state["fairfed"])
+        if self.fairbatch is not None:
+            self.fairbatch.load_state_dict(state["fairbatch"])
         self.client_accuracy = [dict(a) for a in state.get("client_accuracy", [])]
 
 

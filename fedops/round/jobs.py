@@ -3,6 +3,8 @@ set's evaluation. Module-level functions, so they pickle by reference to worker 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from fedops import failpoints
@@ -12,9 +14,13 @@ from fedops.round.executor import Job
 from fedops.types import ClientUpdate
 
 
-def train_client(client_id: int, *, round_idx: int, runtime: ClientRuntime, params: torch.Tensor) -> ClientUpdate:
-    """One client's local training from the global ``params`` (the client's side of a round)."""
-    update = runtime.train(round_idx=round_idx, client_id=client_id, global_params=params)
+def train_client(client_id: int, *, round_idx: int, runtime: ClientRuntime, params: torch.Tensor,
+                 client_states: dict[int, Any] | None = None, broadcast: dict[str, Any] | None = None) -> ClientUpdate:
+    """One client's local training from the global ``params`` (the client's side of a round);
+    ``client_states`` holds what clients keep across rounds (in a simulation, the run keeps it);
+    ``broadcast``, what the server sends every client with the model (a weight table)."""
+    update = runtime.train(round_idx=round_idx, client_id=client_id, global_params=params,
+                           state=(client_states or {}).get(client_id), broadcast=broadcast)
     failpoints.hit("client.train", round_idx=round_idx)
     return update
 

@@ -24,7 +24,9 @@ released anyway and the test set is the server's. What comes from clients' data 
 held-out accuracy, the ``fairness/client_*`` spread, Jain's index, the per-client group gaps) is
 released in ``full`` only. FairFed's pooled numbers (``fairfed/*``: the global metric and
 accuracy from the pooled counts, the mean gap) come from sums and are released under ``secure``
-too; FairFed does not run under client-level DP.
+too; FairFed does not run under client-level DP. Likewise FairBatch's population shares
+(``fairbatch/lambda_y*``, ``client.reweighing: fairbatch_global``), moved by the pooled loss
+sums; reweighing does not run under DP.
 
 Allow-lists, not deny-lists: a number a later feature adds is withheld under privacy until it
 is listed here.
@@ -49,7 +51,7 @@ TEST_SET_FAIRNESS = frozenset({"fairness/dpd", "fairness/eqodds", "fairness/eopp
 """Group fairness of the global model on the server's own test set: released in every mode (the
 model is released, and the test set is the server's)."""
 
-_SECURE_PREFIXES = ("clients/", "comm/", "time/", "test/", "secagg/", "fairfed/")
+_SECURE_PREFIXES = ("clients/", "comm/", "time/", "test/", "secagg/", "fairfed/", "fairbatch/")
 _SECURE_KEYS = frozenset({"update/norm", "privacy/local_epsilon_max", *TEST_SET_FAIRNESS})
 _DP_PREFIXES = ("test/", "time/")
 _DP_KEYS = frozenset({*TEST_SET_FAIRNESS,

@@ -75,6 +75,58 @@ def test_local_reweighing_changes_training_only_when_on(run_with):
     assert not torch.equal(a.params, b.params)
 
 
+def test_fairbatch_keeps_each_clients_shares_across_rounds_and_a_restart(adult_world_for, make_cfg):
+    from fedops.fairness.fairbatch import natural_lambda
+    from fedops.round import FederatedRun, SequentialExecutor
+
+    cfg = make_cfg(server__rounds=3, client__reweighing="fairbatch", client__fairbatch_alpha=0.1,
+                   client__fairbatch_target="eqodds")
+    run = FederatedRun(cfg, adult_world_for(cfg))
+    rt = run.world.runtime
+    run.run_round(1, SequentialExecutor(), evaluate=False)
+    assert sorted(run.client_states) == list(range(5))
+    for c, state in run.client_states.items():
+        counts = rt.group_label_counts(c)
+        start = natural_lambda(counts)
+        lam = np.asarray(state["lam"])
+        moved = np.abs(lam - start)
+        # one step of 0.1 (up to the bounds 0 and 1) on one label where the client holds both groups
+        assert (moved > 0).sum() == int((counts > 0).all(0).any())
+        y = int(np.argmax(moved))
+        assert moved[y] == pytest.approx(0.1) or lam[y] in (0.0, 1.0)
+    saved = run.state_dict()
+    run.run_round(2, SequentialExecutor(), evaluate=False)
+    again = FederatedRun(cfg, adult_world_for(cfg))
+    again.load_state_dict(saved)
+    again.run_round(2, SequentialExecutor(), evaluate=False)
+    assert again.client_states == run.client_states and torch.equal(again.params, run.params)
+    plain = make_cfg(server__rounds=1)
+    off = FederatedRun(plain, adult_world_for(plain))
+    off.run_round(1, SequentialExecutor(), evaluate=False)
+    assert off.client_states == {}
+
+
+def test_global_fairbatch_is_the_same_under_secagg_and_moves_the_population_shares(adult_world_for, make_cfg):
+    from fedops.round import FederatedRun, SequentialExecutor
+
+    lams = []
+    for secure in (False, True):
+        cfg = make_cfg(server__rounds=2, client__reweighing="fairbatch_global", client__fairbatch_alpha=0.05,
+                       secagg__enabled=secure, secagg__clip=1.0, secagg__scale=2.0 ** 20)
+        run = FederatedRun(cfg, adult_world_for(cfg))
+        start = run.fairbatch.lam.copy()
+        np.testing.assert_allclose(run.fairbatch.table(), np.ones((2, 2)))  # natural shares: weight 1
+        for r in (1, 2):
+            record = run.run_round(r, SequentialExecutor(), evaluate=False)
+            assert np.abs(run.fairbatch.lam - start).max() == pytest.approx(0.05, abs=1e-12)  # one step a round
+            start = run.fairbatch.lam.copy()
+        assert "fairbatch/lambda_y1" in record.metrics  # released under secure aggregation too
+        lams.append(run.fairbatch.lam)
+        assert run.state_dict()["fairbatch"] == {"lam": [float(v) for v in run.fairbatch.lam]}
+    # loss sums cross as integers (rint(sum * 1000)): the secure sum is exact, the shares identical
+    assert np.array_equal(lams[0], lams[1])
+
+
 def test_fairness_metrics_every_evaluated_round_and_release(run_with):
     full = run_with()
     for row in full.history:

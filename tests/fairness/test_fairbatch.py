@@ -1,0 +1,71 @@
+"""FairBatch's equalized-odds reweighting: hand cases, its invariants under hypothesis, and the
+client's state across rounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedops.fairness.fairbatch import fairbatch_step, fairbatch_table, natural_lambda
+
+COUNTS = np.array([[30.0, 10.0], [60.0, 40.0]])  # counts[a, y]: group 0 has 40 rows, group 1 has 100
+
+
+def test_natural_shares_give_weight_one():
+    lam = natural_lambda(COUNTS)
+    np.testing.assert_allclose(lam, [60 / 90, 40 / 50])
+    np.testing.assert_allclose(fairbatch_table(lam, COUNTS), np.ones((2, 2)))
+
+
+def test_hand_computed_step_and_weights():
+    # mean losses: y=0: group 0 0.2, group 1 0.3 (gap 0.1); y=1: group 0 1.0, group 1 0.4 (gap -0.6)
+    sums = np.array([[0.2 * 30, 1.0 * 10], [0.3 * 60, 0.4 * 40]])
+    lam = fairbatch_step(natural_lambda(COUNTS), loss_sums=sums, counts=COUNTS, alpha=0.1)
+    # label 1 has the larger gap and group 0 the higher loss there: group 1's share falls by 0.1
+    np.testing.assert_allclose(lam, [60 / 90, 0.7])
+    w = fairbatch_table(lam, COUNTS)
+    # label 1: group 0 takes 0.3 of n_1 = 50 over its 10 rows (1.5), group 1 0.7 * 50 / 40 (0.875)
+    np.testing.assert_allclose(w[:, 1], [1.5, 0.875])
+    np.testing.assert_allclose(w[:, 0], [1.0, 1.0])
+
+
+def test_a_label_with_one_group_keeps_weight_one_and_does_not_move():
+    counts = np.array([[0.0, 10.0], [50.0, 40.0]])
+    sums = np.array([[0.0, 9.0], [40.0, 4.0]])
+    lam = fairbatch_step(natural_lambda(counts), loss_sums=sums, counts=counts, alpha=0.2)
+    assert lam[0] == 1.0 and lam[1] == pytest.approx(0.8 - 0.2)
+    np.testing.assert_allclose(fairbatch_table(lam, counts)[:, 0], [0.0, 1.0])
+
+
+def test_equal_losses_leave_the_shares_alone():
+    lam = natural_lambda(COUNTS)
+    assert np.array_equal(fairbatch_step(lam, loss_sums=COUNTS * 0.5, counts=COUNTS, alpha=0.1), lam)
+
+
+def test_bad_input_refused():
+    with pytest.raises(ValueError, match="alpha"):
+        fairbatch_step([0.5, 0.5], loss_sums=COUNTS, counts=COUNTS, alpha=0.0)
+    with pytest.raises(ValueError, match="two groups"):
+        natural_lambda(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="do not match"):
+        fairbatch_step([0.5], loss_sums=COUNTS, counts=COUNTS, alpha=0.1)
+
+
+cells = st.floats(0, 500, allow_nan=False).map(float)
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts=st.lists(st.integers(0, 200), min_size=4, max_size=4), losses=st.lists(cells, min_size=4, max_size=4),
+       alpha=st.floats(0.001, 1.0), steps=st.integers(1, 30))
+def test_shares_stay_in_the_unit_interval_and_each_label_keeps_its_weight(counts, losses, alpha, steps):
+    c = np.array(counts, dtype=np.float64).reshape(2, 2)
+    sums = np.array(losses).reshape(2, 2) * c
+    lam = natural_lambda(c)
+    for _ in range(steps):
+        lam = fairbatch_step(lam, loss_sums=sums, counts=c, alpha=alpha)
+        assert ((0 <= lam) & (lam <= 1)).all()
+    w = fairbatch_table(lam, c)
+    assert (w >= 0).all()
+    np.testing.assert_allclose((w * c).sum(0), c.sum(0), rtol=1e-12, atol=1e-9)  # label y keeps mass n_y
