@@ -19,8 +19,12 @@ def train_client(client_id: int, *, round_idx: int, runtime: ClientRuntime, para
     """One client's local training from the global ``params`` (the client's side of a round);
     ``client_states`` holds what clients keep across rounds (in a simulation, the run keeps it);
     ``broadcast``, what the server sends every client with the model (a weight table)."""
-    update = runtime.train(round_idx=round_idx, client_id=client_id, global_params=params,
-                           state=(client_states or {}).get(client_id), broadcast=broadcast)
+    extra: dict[str, Any] = {}  # only when used: a runtime without client state keeps its plain signature
+    if client_states and client_id in client_states:
+        extra["state"] = client_states[client_id]
+    if broadcast:
+        extra["broadcast"] = broadcast
+    update = runtime.train(round_idx=round_idx, client_id=client_id, global_params=params, **extra)
     failpoints.hit("client.train", round_idx=round_idx)
     return update
 
