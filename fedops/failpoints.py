@@ -26,6 +26,7 @@ POINTS = (
     "tracking.artifacts",  # the round's client table is logged, its metrics are not
     "round.tracked",  # the round is checkpointed and tracked, the next round has not started
     "run.registering",  # the final model is logged, not yet registered
+    "ledger.write",  # inside the reputation ledger's transaction: half of a round's events inserted
 )
 
 

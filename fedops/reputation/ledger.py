@@ -1,0 +1,126 @@
+"""The reputation ledger: append-only client events in a database through SQLAlchemy (a SQLite
+file by default; Postgres or any SQLAlchemy URL). One round's events are written in one
+transaction, so a crash never leaves half a round's events; runs and tasks that share the URL see
+each other's events.
+
+Event kinds: ``completed`` (a round's update accepted), ``dropped`` (with the stage), ``rejected``
+(with the reason), ``flagged`` (with the anomaly score), ``contribution`` (with the value),
+``points`` (with the amount). A client is any string id (a data owner); a task is what the events
+belong to (a training task: its reputation fades by the tasks that came after it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from fedops import failpoints
+from fedops.reputation.opinion import Opinion, ReputationParams, opinion
+
+EVENT_KINDS = ("completed", "dropped", "rejected", "flagged", "contribution", "points")
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be reached or written."""
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    client: str
+    kind: str
+    stage: str | None = None
+    reason: str | None = None
+    value: float | None = None
+
+    def check(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"ledger event kind {self.kind!r} unknown; known: {', '.join(EVENT_KINDS)}")
+        if not str(self.client):
+            raise ValueError("ledger event needs a client id")
+        if self.kind in ("contribution", "points", "flagged") and self.value is None:
+            raise ValueError(f"ledger event {self.kind!r} of client {self.client!r} needs a value")
+
+
+def _tables():
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    events = sa.Table(
+        "fedops_ledger_events", meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("task", sa.String(200), nullable=False, index=True),
+        sa.Column("run", sa.String(200), nullable=False),
+        sa.Column("round", sa.Integer, nullable=True),
+        sa.Column("client", sa.String(200), nullable=False, index=True),
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("stage", sa.String(100), nullable=True),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("value", sa.Float, nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    return meta, events
+
+
+class Ledger:
+    """A ledger at ``url`` (the table is created when missing). Unreachable: :class:`LedgerError`."""
+
+    def __init__(self, url: str) -> None:
+        import sqlalchemy as sa
+        from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+        try:
+            args = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+            self.engine = sa.create_engine(url, **args)
+            self.meta, self.events_table = _tables()
+            with self.engine.begin() as conn:
+                self.meta.create_all(conn)
+        except (SQLAlchemyError, ArgumentError, ImportError, ValueError) as exc:
+            shown = url.split("@")[-1] if "@" in url else url  # no password in the message
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise LedgerError(f"reputation ledger {shown!r} cannot be reached: {type(exc).__name__}: {first}") from exc
+        self.url = url
+
+    def record(self, *, task: str, run: str, round_idx: int | None, events: Sequence[LedgerEvent]) -> int:
+        """Append ``events`` in one transaction (all or none); returns how many were written."""
+        for e in events:
+            e.check()
+        rows = [{"task": str(task), "run": str(run), "round": round_idx, "client": str(e.client), "kind": e.kind,
+                 "stage": e.stage, "reason": e.reason, "value": None if e.value is None else float(e.value),
+                 "created_at": time.time()} for e in events]
+        if not rows:
+            return 0
+        half = max(1, len(rows) // 2)
+        with self.engine.begin() as conn:
+            conn.execute(self.events_table.insert(), rows[:half])
+            failpoints.hit("ledger.write", round_idx=round_idx)
+            if rows[half:]:
+                conn.execute(self.events_table.insert(), rows[half:])
+        return len(rows)
+
+    def events(self, *, client: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
+        """Events in the order they were written (the ledger's state, exportable as a table)."""
+        t = self.events_table
+        q = t.select().order_by(t.c.id)
+        if client is not None:
+            q = q.where(t.c.client == str(client))
+        if task is not None:
+            q = q.where(t.c.task == str(task))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def opinions(self, clients: Sequence[str], *, params: ReputationParams = ReputationParams()) -> dict[str, Opinion]:
+        """Each client's opinion; an event's age is how many of that client's tasks came after its task."""
+        out = {}
+        for c in clients:
+            evs = self.events(client=str(c))
+            order: list[str] = []
+            for e in evs:  # tasks by their first event
+                if e["task"] not in order:
+                    order.append(e["task"])
+            age = {task: len(order) - 1 - i for i, task in enumerate(order)}
+            out[str(c)] = opinion([(e["kind"], age[e["task"]]) for e in evs], params=params)
+        return out
+
+    def dispose(self) -> None:
+        self.engine.dispose()
