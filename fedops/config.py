@@ -137,7 +137,7 @@ class ClientSection(Section):
     which also reweighs clients that hold one group only. FairFed's authors pair their aggregation
     with such local debiasing. Needs a sensitive attribute."""
     fairbatch_alpha: float = Field(0.05, gt=0, le=1)
-    """FairBatch's step on a group's share per round (``reweighing: fairbatch``)."""
+    """FairBatch's step on a group's share per round (``reweighing: fairbatch`` and ``fairbatch_global``)."""
     fairbatch_target: Literal["eqopp", "eqodds"] = "eqopp"
     """What FairBatch equalises: ``eqopp``, the loss gap on positive rows (the true-positive-rate
     gap, FairFed's EOD), or ``eqodds``, the larger of the two labels' gaps."""

@@ -202,6 +202,8 @@ def choose_lipschitz(rows: list[dict[str, Any]]) -> tuple[float | None, list[str
     log = [f"{r['method'] if r['lipschitz'] is not None else r['method'] + ', L=1/lr'}: accuracy "
            f"{(r['accuracy'] - base['accuracy']) * 100:+.1f} points, worst-10% "
            f"{(r['worst10'] - base['worst10']) * 100:+.1f} points" for r in runs]
+    if best is None:
+        log.append("no candidate within 1 point of FedAvg's accuracy: L = 1 / lr kept")
     return (best["lipschitz"] if best else None), log
 
 

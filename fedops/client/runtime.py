@@ -235,7 +235,7 @@ class ClientRuntime:
         """``fairbatch_global``: what the client adds to the round's sum, ``[loss sums, counts]``."""
         if self.config.client.reweighing != "fairbatch_global":
             return None
-        return np.stack([before["group_loss_sums"], self.group_label_counts(client_id).astype(np.float64)])
+        return np.stack([before["group_loss_sums"], before["group_label_counts"]])
 
     def _fairbatch(self, client_id: int, before: dict[str, Any] | None, state: Any, broadcast: dict[str, Any] | None):
         """``client.reweighing: fairbatch``: this round's group shares, one FairBatch step from the
@@ -251,7 +251,7 @@ class ClientRuntime:
             return None, None
         from fedops.fairness.fairbatch import fairbatch_step, fairbatch_table, natural_lambda
 
-        counts = self.group_label_counts(client_id)
+        counts = before["group_label_counts"]
         lam = natural_lambda(counts) if state is None else np.asarray(state["lam"], dtype=np.float64)
         lam = fairbatch_step(lam, loss_sums=before["group_loss_sums"], counts=counts,
                              alpha=self.config.client.fairbatch_alpha, target=self.config.client.fairbatch_target)
@@ -316,8 +316,11 @@ class ClientRuntime:
                 cells.index_add_(0, cell, F.cross_entropy(logits, y[idx], reduction="none").double())
         model.train(was)
         out: dict[str, Any] = {"loss": float(loss) / max(1, indices.numel())}
-        if fairbatch:
+        if fairbatch:  # counted from the same rows and labels as the sums (poisoned labels included)
             out["group_loss_sums"] = cells.reshape(2, self.num_classes).cpu().numpy()
+            cell = torch.as_tensor(groups, device=device).long() * self.num_classes + y[indices].long()
+            out["group_label_counts"] = torch.bincount(cell, minlength=2 * self.num_classes).reshape(
+                2, self.num_classes).cpu().numpy().astype(np.float64)
         if getattr(self.config.server.aggregator, "needs_group_counts", False):
             from fedops.fairness.metrics import group_counts
 

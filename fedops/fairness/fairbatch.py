@@ -1,10 +1,12 @@
-"""FairBatch's equalized-odds reweighting (Roh, Lee, Whang & Suh, "FairBatch: Batch Selection for
-Model Fairness", ICLR 2021), as one client's local debiasing (``client.reweighing: fairbatch``).
+"""FairBatch's reweighting for equal opportunity or equalized odds (Roh, Lee, Whang & Suh,
+"FairBatch: Batch Selection for Model Fairness", ICLR 2021), as local debiasing
+(``client.reweighing: fairbatch`` / ``fairbatch_global``).
 
 FairBatch treats the share of each group within each label as a variable of an outer problem:
 for binary groups ``a`` and labels ``y``, ``lam[y]`` is the share of group 1 in label ``y``'s
-weight. Before each local epoch the client measures the current model's mean loss ``L[a, y]`` on
-its rows; for equalized odds the label whose loss gap ``|L[1, y] - L[0, y]|`` is larger gets its
+weight. FairBatch steps once per epoch on the current model; here it steps once per round, on the
+global model before local training (however many local epochs follow): the client measures that
+model's mean loss ``L[a, y]`` on its rows; for equalized odds the label whose loss gap ``|L[1, y] - L[0, y]|`` is larger gets its
 ``lam`` moved by ``alpha`` towards the group with the higher loss, clamped to ``[0, 1]``
 (Alg. 1 of the paper); for equal opportunity only the positive label's ``lam`` moves. Rather than sampling batches in those proportions, every
 row of ``(a, y)`` gets the weight
@@ -56,6 +58,8 @@ def fairbatch_step(lam, *, loss_sums, counts, alpha: float, target: str = "eqodd
     lam = np.asarray(lam, dtype=np.float64).copy()
     if s.shape != c.shape or lam.shape != (c.shape[1],):
         raise ValueError(f"FairBatch: loss sums {s.shape}, counts {c.shape} and lambda {lam.shape} do not match")
+    if not np.isfinite(s).all():
+        raise ValueError(f"FairBatch: the global model's loss sums per (group, label) are not finite ({s.tolist()})")
     both = (c > 0).all(0)  # labels with rows of both groups
     if target == "eqopp":
         both[:-1] = False
@@ -80,8 +84,10 @@ def fairbatch_table(lam, counts) -> np.ndarray:
 
 
 LOSS_SCALE = 1000.0
-"""Loss sums cross as integers ``rint(sum * LOSS_SCALE)`` so that their sum is exact, in the clear
-and through secure aggregation alike (secure aggregation sums integers exactly)."""
+"""Loss sums cross as integers ``rint(sum * LOSS_SCALE)``, split into base-``DIGIT`` digits so
+that every number is a count a secure sum carries exactly: their sum is exact, in the clear and
+through secure aggregation alike."""
+DIGIT = 2 ** 20
 
 
 @dataclass
@@ -119,10 +125,14 @@ class GlobalFairBatch:
             v = np.asarray(v, dtype=np.float64)
             if v.shape != (2, *self.counts.shape):
                 raise ValueError(f"FairBatch: client {c} reported shape {v.shape}, expected {(2, *self.counts.shape)}")
-            ints[c] = np.concatenate([np.rint(v[0] * LOSS_SCALE).reshape(-1), v[1].reshape(-1)])
+            if not np.isfinite(v).all() or (v < 0).any():
+                raise ValueError(f"FairBatch: client {c} reported non-finite or negative loss sums or counts")
+            loss = np.rint(v[0] * LOSS_SCALE).reshape(-1)
+            ints[c] = np.concatenate([np.mod(loss, DIGIT), np.floor_divide(loss, DIGIT), v[1].reshape(-1)])
         pooled = np.asarray(summer(ints, "counts"), dtype=np.float64)
         size = self.counts.size
-        sums, counts = pooled[:size].reshape(self.counts.shape) / LOSS_SCALE, pooled[size:].reshape(self.counts.shape)
+        loss_sum = pooled[:size] + DIGIT * pooled[size:2 * size]
+        sums, counts = loss_sum.reshape(self.counts.shape) / LOSS_SCALE, pooled[2 * size:].reshape(self.counts.shape)
         self.lam = fairbatch_step(self.lam, loss_sums=sums, counts=counts, alpha=self.alpha, target=self.target)
         self.last = {f"fairbatch/lambda_y{y}": float(v) for y, v in enumerate(self.lam)}
 

@@ -192,11 +192,11 @@ class FederatedRun:
         plan = self.server.plan(round_idx)
         runtime = self._share(executor, "runtime", self.world.runtime)
         shared = {"runtime": runtime, "params": executor.share(self.params)}
+        # small per-round values travel with the tasks as they are (a scattered dict would be keyed by its keys)
         if self.client_states:
-            shared["client_states"] = executor.share({c: self.client_states[c] for c in plan.training
-                                                      if c in self.client_states})
+            shared["client_states"] = {c: self.client_states[c] for c in plan.training if c in self.client_states}
         if self.fairbatch is not None:
-            shared["broadcast"] = executor.share({"reweighing_table": self.fairbatch.table()})
+            shared["broadcast"] = {"reweighing_table": self.fairbatch.table()}
         trained = executor.map(TRAIN, plan.training, round_idx=round_idx, shared=shared)
         self.client_states.update({c: u.state for c, u in trained.results.items() if u.state is not None})
         failpoints.hit("round.trained", round_idx=round_idx)

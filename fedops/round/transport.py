@@ -97,6 +97,11 @@ class SecureTransport:
                 clip, scale = float(min(2 ** 20, (2 ** (sa.bits - 1) - 1) // (2 * n))), 1.0
             else:
                 clip, scale = 2.0, sa.scale
+            if kind == "counts":  # counts must arrive exactly: refuse what quantisation would clip
+                big = max(float(np.abs(np.asarray(vectors[c], dtype=np.float64)).max(initial=0.0)) for c in ids)
+                if big > clip:
+                    raise ValueError(f"round {round_idx}: a count of {big:g} is above {clip:g}, the largest that a "
+                                     f"secure sum of {n} clients with secagg.bits = {sa.bits} carries exactly")
             q = {c: quantize(np.asarray(vectors[c], dtype=np.float64), clip=clip, scale=scale, bits=sa.bits)
                  for c in ids}
             k = None if sa.complete_graph else (sa.neighbours or default_k(n))

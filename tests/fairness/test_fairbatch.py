@@ -69,3 +69,30 @@ def test_shares_stay_in_the_unit_interval_and_each_label_keeps_its_weight(counts
     w = fairbatch_table(lam, c)
     assert (w >= 0).all()
     np.testing.assert_allclose((w * c).sum(0), c.sum(0), rtol=1e-12, atol=1e-9)  # label y keeps mass n_y
+
+
+def test_global_update_carries_large_loss_sums_exactly_as_small_counts():
+    from fedops.fairness.fairbatch import DIGIT, LOSS_SCALE, GlobalFairBatch
+
+    counts = [np.array([[3000.0, 1000.0], [6000.0, 4000.0]]), np.array([[2000.0, 500.0], [7000.0, 3000.0]])]
+    sums = [np.array([[2500.123, 900.0], [4000.0, 3900.5]]), np.array([[1500.0, 800.25], [5000.0, 2000.0]])]
+    seen = []
+
+    def summer(vectors, kind):  # what a secure sum of counts carries exactly: integers up to 2^20
+        arrays = [np.asarray(v) for v in vectors.values()]
+        assert kind == "counts" and max(float(np.abs(a).max()) for a in arrays) < DIGIT
+        assert all(np.array_equal(a, np.rint(a)) for a in arrays)
+        seen.append(len(arrays))
+        return np.sum(arrays, axis=0)
+
+    total = counts[0] + counts[1]
+    g = GlobalFairBatch(counts=total, alpha=0.1, target="eqopp")
+    start = g.lam.copy()
+    g.update({3: np.stack([sums[0], counts[0]]), 8: np.stack([sums[1], counts[1]])}, summer=summer)
+    exact = np.rint(sums[0] * LOSS_SCALE) / LOSS_SCALE + np.rint(sums[1] * LOSS_SCALE) / LOSS_SCALE
+    assert seen == [2] and np.array_equal(g.lam, fairbatch_step(start, loss_sums=exact, counts=total, alpha=0.1,
+                                                                target="eqopp"))
+    with pytest.raises(ValueError, match="client 3 reported non-finite"):
+        g.update({3: np.stack([sums[0] * np.nan, counts[0]])}, summer=summer)
+    with pytest.raises(ValueError, match="not finite"):
+        fairbatch_step(start, loss_sums=COUNTS * np.inf, counts=COUNTS, alpha=0.1)

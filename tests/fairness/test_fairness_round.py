@@ -125,6 +125,18 @@ def test_global_fairbatch_is_the_same_under_secagg_and_moves_the_population_shar
         assert run.state_dict()["fairbatch"] == {"lam": [float(v) for v in run.fairbatch.lam]}
     # loss sums cross as integers (rint(sum * 1000)): the secure sum is exact, the shares identical
     assert np.array_equal(lams[0], lams[1])
+    again = FederatedRun(cfg, adult_world_for(cfg))
+    again.load_state_dict(run.state_dict())
+    assert np.array_equal(again.fairbatch.lam, run.fairbatch.lam)  # the population's shares resume
+
+
+def test_a_secure_sum_refuses_counts_it_cannot_carry_exactly(make_cfg):
+    from fedops.round.transport import transport_for
+
+    summer = transport_for(make_cfg(secagg__enabled=True)).summer(1)
+    assert summer({0: np.array([5.0, 2.0 ** 20]), 1: np.array([1.0, 0.0])}, "counts").tolist() == [6.0, 2.0 ** 20]
+    with pytest.raises(ValueError, match="a count of 1.04858e\\+06 is above 1.04858e\\+06"):
+        summer({0: np.array([2.0 ** 20 + 1]), 1: np.array([1.0])}, "counts")
 
 
 def test_fairness_metrics_every_evaluated_round_and_release(run_with):
