@@ -14,7 +14,7 @@ LAYERS = {
     "fedops.paths": 0, "fedops.env": 0, "fedops.progress": 0, "fedops.failpoints": 0, "fedops.evaluation": 0,
     # 1: algorithms, each a plug-in family or a protocol, pure apart from their own state
     "fedops.privacy": 1, "fedops.secagg": 1, "fedops.compress": 1, "fedops.aggregate": 1, "fedops.attacks": 1,
-    "fedops.quality": 1, "fedops.fairness": 1, "fedops.contribution": 1, "fedops.reputation": 1, "fedops.selection": 1, "fedops.partition": 1, "fedops.models": 1, "fedops.data": 1,
+    "fedops.quality": 1, "fedops.fairness": 1, "fedops.contribution": 1, "fedops.reputation": 1, "fedops.incentives": 1, "fedops.selection": 1, "fedops.partition": 1, "fedops.models": 1, "fedops.data": 1,
     # 2: the config that names them; 3: what a client does; 4: what the server does
     "fedops.config": 2, "fedops.client": 3, "fedops.server": 4,
     # 5: the round, its loop, executors, release; 6: the simulation and tracking around it; 7: the CLI
