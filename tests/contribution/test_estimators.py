@@ -132,3 +132,22 @@ def test_registry_and_bad_input():
         ExactShapley().estimate(Utility(len, range(13)), rng=rng())
     with pytest.raises(ValueError, match="eps_within"):
         ESTIMATORS.build({"name": "gtg_shapley", "eps_within": -1})
+
+
+def test_reconstruction_scores_the_weighted_mean_of_the_coalitions_updates():
+    import torch
+
+    from fedops.contribution.reconstruction import reconstruction_utility
+
+    params = torch.zeros(2)
+    updates = {10: torch.tensor([1.0, 0.0]), 20: torch.tensor([0.0, 2.0]), 30: torch.tensor([-1.0, -1.0])}
+    target = torch.tensor([0.5, 1.0])
+    score = lambda p: -float(((p - target) ** 2).sum())  # noqa: E731 - higher is better
+    u = reconstruction_utility(params=params, updates=updates, weights={10: 1.0, 20: 1.0, 30: 2.0}, score=score)
+    assert u(set()) == pytest.approx(-1.25)  # the global model as it was
+    assert u({10, 20}) == pytest.approx(0.0)  # mean (0.5, 1.0): the target
+    assert u({10, 30}) == pytest.approx(score(torch.tensor([-1 / 3, -2 / 3])))  # weights 1 and 2
+    res = ExactShapley().estimate(u, rng=rng())
+    assert res.values[30] == min(res.values.values())  # the update that points away scores lowest
+    with pytest.raises(ValueError, match=r"no aggregation weight for clients \[30\]"):
+        reconstruction_utility(params=params, updates=updates, weights={10: 1.0, 20: 1.0}, score=score)
