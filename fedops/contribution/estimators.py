@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Callable, Literal, Sequence
 
@@ -71,7 +71,6 @@ class ContributionResult:
     permutations: int = 0
     truncated: bool = False
     """GTG-Shapley's between-round truncation: the round changed the utility too little to score."""
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class Estimator(PluginModel):
@@ -141,10 +140,7 @@ def _scan(utility: Utility, order: Sequence[int], *, v_empty: float, v_full: flo
 class _MonteCarlo(Estimator):
     max_permutations: int = Field(500, ge=1)
     convergence: float = Field(0.05, ge=0)
-    """Stop when a block of permutations changes the estimates by less than this (mean relative change)."""
-
-    def _block(self, n: int) -> int:
-        return n
+    """Stop when a block of n permutations changes the estimates by less than this (mean relative change)."""
 
     def _run(self, utility: Utility, *, rng, threshold: float, guided: bool) -> ContributionResult:
         players = list(utility.players)
@@ -163,7 +159,7 @@ class _MonteCarlo(Estimator):
             for p, m in _scan(utility, order, v_empty=v_empty, v_full=v_full, threshold=threshold).items():
                 sums[p] += m
             k += 1
-            if k % self._block(n) == 0:
+            if k % n == 0:
                 now = {p: sums[p] / k for p in players}
                 if before is not None:
                     change = np.mean([abs(now[p] - before[p]) / (abs(now[p]) + 1e-12) for p in players])

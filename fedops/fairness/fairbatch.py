@@ -103,13 +103,12 @@ class GlobalFairBatch:
     counts: np.ndarray
     alpha: float
     target: str
-    lam: np.ndarray = field(default=None)  # type: ignore[assignment]
+    lam: np.ndarray = field(init=False)
     last: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.counts = _counts(self.counts)
-        if self.lam is None:
-            self.lam = natural_lambda(self.counts)
+        self.lam = natural_lambda(self.counts)
 
     def table(self) -> np.ndarray:
         return fairbatch_table(self.lam, self.counts)

@@ -248,7 +248,8 @@ class FederatedRun:
     def _pool_reweighing_counts(self) -> None:
         """``client.reweighing: global``: every client's (group, label) counts summed once through
         the transport (a secure sum under secure aggregation: the server learns only the
-        population's table), then sent back to the clients as the reweighing table."""
+        population's table), then sent back to the clients as the reweighing table.
+        ``fairbatch_global``: the same pooled counts start the population's FairBatch shares."""
         from fedops.client.local import reweighing_table
 
         rt = self.world.runtime
