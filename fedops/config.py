@@ -131,9 +131,9 @@ class ClientSection(Section):
     label ``y``): ``local`` from its own rows, ``global`` from the population's counts, pooled once
     through the round's sum (a secure sum under secure aggregation), as in Abay et al. 2020.
     ``fairbatch`` (aimed at equal opportunity or equalized odds, ``fairbatch_target``): FairBatch's
-    group shares within each label, adapted
-    every round from the global model's losses on the client's rows (:mod:`fedops.fairness.fairbatch`;
-    step ``fairbatch_alpha``; binary attribute and label); ``fairbatch_global``: the same shares for
+    group shares within each label, adapted every round from the global model's losses on the
+    client's rows (:mod:`fedops.fairness.fairbatch`; step ``fairbatch_alpha``; binary attribute and
+    label); ``fairbatch_global``: the same shares for
     the whole population, moved by the clients' pooled losses (a secure sum under secure aggregation),
     which also reweighs clients that hold one group only. FairFed's authors pair their aggregation
     with such local debiasing. Needs a sensitive attribute."""
