@@ -149,6 +149,10 @@ class ServerSection(Section):
     fraction: float = Field(0.5, gt=0, le=1)
     min_clients: int = Field(1, ge=1)
     selector: Annotated[Any, _plugin(_selectors)] = "uniform"
+    backups: int = Field(0, ge=0, le=100_000)
+    """Extra ranked clients per round, promoted in rank order when a cohort member drops."""
+    min_reputation: float | None = Field(None, ge=0, le=1)
+    """Leave out clients whose reputation is below this (needs ``reputation.enabled``)."""
     aggregator: Annotated[Any, _plugin(_aggregators)] = "fedavg"
     optimizer: Annotated[Any, _plugin(_server_optimizers)] = "fedavg"
     eval_every: int = Field(1, ge=1, le=1_000_000)
@@ -198,6 +202,117 @@ class SimulationSection(Section):
                 "(an attack and a fraction > 0) or neither"
             )
         return self
+
+
+class DeviceRanges(Section):
+    """``devices.source: ranges``: each profile field uniform in its ``[low, high]``."""
+
+    cpu_cores: tuple[float, float] = (1.0, 8.0)
+    ram_mb: tuple[float, float] = (100.0, 4000.0)
+    storage_mb: tuple[float, float] = (20.0, 64000.0)
+    bandwidth_mbps: tuple[float, float] = (1.0, 100.0)
+    speed: tuple[float, float] = (0.25, 2.0)
+    dropout_prob: tuple[float, float] = (0.0, 0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeviceRanges":
+        for name, (lo, hi) in self:
+            if not lo <= hi:
+                raise ValueError(f"devices.ranges.{name} = [{lo}, {hi}]: expected low <= high")
+            if lo < 0 or (name != "dropout_prob" and lo <= 0) or (name == "dropout_prob" and hi >= 1):
+                raise ValueError(f"devices.ranges.{name} = [{lo}, {hi}]: expected "
+                                 + ("0 <= low <= high < 1" if name == "dropout_prob" else "0 < low <= high"))
+        return self
+
+
+class DeviceRow(Section):
+    """One client's device (``devices.source: table``)."""
+
+    cpu_cores: float = Field(..., gt=0)
+    ram_mb: float = Field(..., gt=0)
+    storage_mb: float = Field(..., gt=0)
+    bandwidth_mbps: float = Field(..., gt=0)
+    speed: float = Field(..., gt=0)
+    dropout_prob: float = Field(0.0, ge=0, lt=1)
+
+
+class DevicesSection(Section):
+    """Simulated devices (:mod:`fedops.incentives.devices`): every client gets a profile (CPU
+    cores, free RAM and storage, bandwidth, a compute-speed factor, a dropout probability) drawn
+    from ``ranges`` (seeded), given as ``table`` (one row per client), or ``crowdfl_table2``
+    (CrowdFL's four devices: their free RAM and storage; CPU, bandwidth and speed are fedops').
+    Each round a client's time on a virtual clock is ``steps * step_s / speed`` of compute plus
+    its bytes over its bandwidth; a client drops out with its profile's probability."""
+
+    source: Literal["none", "ranges", "table", "crowdfl_table2"] = "none"
+    ranges: DeviceRanges = DeviceRanges()
+    table: list[DeviceRow] = Field(default_factory=list)
+    step_s: float = Field(0.05, gt=0)
+    """Seconds one local optimisation step takes on a device of speed 1."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.source != "none"
+
+
+def _estimators():
+    from fedops.contribution import ESTIMATORS
+
+    return ESTIMATORS
+
+
+class ContributionSection(Section):
+    """Contribution scoring every round (:mod:`fedops.contribution`): the round's coalition game by
+    reconstruction (the global model plus the sample-weighted mean of a coalition's accepted
+    updates) scored by accuracy on the server's validation set (``validation_size`` rows of the
+    server's test set, drawn once from the seed), and an ``estimator`` (``loo``,
+    ``exact_shapley``, ``tmc_shapley``, ``gtg_shapley``). Needs individual updates."""
+
+    enabled: bool = False
+    estimator: Annotated[Any, _plugin(_estimators)] = "gtg_shapley"
+    validation_size: int = Field(1000, ge=10)
+
+
+class ReputationSection(Section):
+    """A reputation ledger that lasts across runs and tasks (:mod:`fedops.reputation`): every
+    round's events (completed, dropped, rejected, flagged, contribution) and the task's points
+    go to the database at ``ledger`` (SQLAlchemy URL; a relative SQLite path is in the work
+    directory); each client's subjective-logic reputation is computed from them (``kappa``,
+    ``eta``: weights of positive and negative events, ``fading`` per later task). ``task`` names
+    the task the events belong to (default: the run)."""
+
+    enabled: bool = False
+    ledger: str = "sqlite:///ledger.db"
+    task: str | None = Field(None, min_length=1, max_length=200)
+    kappa: float = Field(1.0, gt=0)
+    eta: float = Field(3.0, gt=0)
+    fading: float = Field(0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ReputationSection":
+        if self.eta < self.kappa:
+            raise ValueError(f"reputation.eta = {self.eta} must be at least reputation.kappa = {self.kappa} "
+                             "(negative interactions weigh more)")
+        if self.enabled:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(self.ledger)
+            except ArgumentError:
+                raise ValueError(f"reputation.ledger = {self.ledger!r} is not a database URL; expected e.g. "
+                                 "sqlite:///ledger.db or postgresql://user@host/db") from None
+        return self
+
+
+class IncentivesSection(Section):
+    """Incentive points (:mod:`fedops.incentives.points`): when training ends, ``budget`` points
+    are split over the clients that completed at least one round: ``floor`` each, the rest by
+    ``scheme`` (``equal``, ``data_size``, ``contribution``: cumulative contribution). 0: off."""
+
+    budget: float = Field(0.0, ge=0)
+    scheme: Literal["equal", "data_size", "contribution"] = "equal"
+    floor: float = Field(0.0, ge=0)
 
 
 class PrivacySection(Section):
@@ -402,6 +517,10 @@ class Config(Section):
     tracking: TrackingSection = TrackingSection()
     baseline: BaselineSection = BaselineSection()
     fairness: FairnessSection = FairnessSection()
+    devices: DevicesSection = DevicesSection()
+    contribution: ContributionSection = ContributionSection()
+    reputation: ReputationSection = ReputationSection()
+    incentives: IncentivesSection = IncentivesSection()
 
     @property
     def fairness_on(self) -> bool:
@@ -413,6 +532,7 @@ class Config(Section):
         self._check_fairness()
         k = self.partition.num_clients
         per_round = clients_per_round(k, self.server.fraction)
+        self._check_crowd(k, per_round)
         if self.server.min_clients > per_round:
             raise ValueError(
                 f"server.min_clients = {self.server.min_clients} exceeds the clients selected per "
@@ -540,6 +660,56 @@ class Config(Section):
         if getattr(agg, "needs_losses", False) and self.privacy.mode == "local":
             raise ValueError(f"server.aggregator = {agg.name!r} needs each client's training loss; local DP-SGD does "
                              "not report it: use fedavg")
+
+    def _check_crowd(self, k: int, per_round: int) -> None:
+        """Devices, selection with context, backups, contribution, reputation and incentives."""
+        srv, dev, rep, con, inc = self.server, self.devices, self.reputation, self.contribution, self.incentives
+        sel = srv.selector
+        if dev.source == "table" and len(dev.table) != k:
+            raise ValueError(f"devices.table has {len(dev.table)} rows for {k} clients; expected one row per client")
+        if dev.source != "table" and dev.table:
+            raise ValueError(f"devices.table is given but devices.source = {dev.source!r}; set devices.source: table")
+        if dev.source == "crowdfl_table2" and k != 4:
+            raise ValueError(f"devices.source = 'crowdfl_table2' holds CrowdFL's 4 devices; partition.num_clients = {k}")
+        if dev.enabled and self.simulation.dropout_prob > 0:
+            raise ValueError(f"simulation.dropout_prob = {self.simulation.dropout_prob} with devices.source = "
+                             f"{dev.source!r}: a client's dropout probability is its device's; set it in devices")
+        needs = set(getattr(sel, "needs", ()))
+        if "devices" in needs and not dev.enabled:
+            raise ValueError(f"server.selector = {sel.name!r} reads device profiles; set devices.source "
+                             "(ranges, table or crowdfl_table2)")
+        if ("reputation" in needs or srv.min_reputation is not None) and not rep.enabled:
+            what = "server.min_reputation" if srv.min_reputation is not None else \
+                f"server.selector = {sel.name!r} with a reputation weight"
+            raise ValueError(f"{what} needs reputations: set reputation.enabled: true")
+        if srv.backups and sel.variable_cohort:
+            raise ValueError(f"server.backups = {srv.backups} needs a ranking to promote from; server.selector = "
+                             f"{sel.name!r} draws each client independently: use uniform, crowdfl or fedcs")
+        if con.enabled:
+            est = con.estimator
+            n = k if sel.variable_cohort else min(k, per_round + srv.backups)
+            try:
+                est.check_players(n)
+            except ValueError as exc:
+                raise ValueError(f"contribution.estimator: {exc}") from None
+            if self.secagg.enabled:
+                raise ValueError(f"contribution.estimator = {est.name!r} scores each client's own update, which "
+                                 "secure aggregation hides from the server (it learns only the sum); turn one off")
+        if inc.scheme == "contribution" and inc.budget > 0 and not con.enabled:
+            raise ValueError("incentives.scheme = 'contribution' splits points by contribution: set "
+                             "contribution.enabled: true")
+        if inc.floor * k > inc.budget and inc.budget > 0:
+            raise ValueError(f"incentives.floor = {inc.floor} for up to {k} clients is {inc.floor * k} points, more "
+                             f"than incentives.budget = {inc.budget}")
+        if inc.floor > 0 and inc.budget == 0:
+            raise ValueError(f"incentives.floor = {inc.floor} with incentives.budget = 0: set a budget")
+        if self.privacy.mode == "central":
+            on = [name for name, flag in (("devices", dev.enabled), ("contribution", con.enabled),
+                                          ("reputation", rep.enabled), ("incentives", inc.budget > 0)) if flag]
+            if on:
+                raise ValueError(f"privacy.mode = 'central' keeps who took part in a round secret (the accountant's "
+                                 f"amplification by sampling); {', '.join(on)} would record it per client: turn "
+                                 f"{'it' if len(on) == 1 else 'them'} off")
 
     def _check_secagg(self, per_round: int) -> None:
         from fedops.secagg import check_overflow

@@ -166,7 +166,7 @@ def federated_training(config: str | dict[str, Any] = "params.yaml", overrides: 
 
 
 def _train(cfg: Config, paths: Paths, world, *, fresh: bool) -> dict[str, Any]:
-    run = FederatedRun(cfg, world)
+    run = FederatedRun(cfg, world, workdir=paths.root)
     checkpoints = checkpoint_store(cfg, paths, world.manifest_sha256)
     summary = SummaryOutput(paths)
     observers = [

@@ -15,6 +15,8 @@ training: which clients they are is the simulator's knowledge, never the server'
 
 from __future__ import annotations
 
+import functools
+
 import threading
 import time
 from contextlib import contextmanager
@@ -165,10 +167,23 @@ class ClientRuntime:
             models[device] = self.new_model(seed=0).to(device)
         return models[device]
 
+    def dropout_prob(self, client_id: int) -> float:
+        """A client's chance of dropping out of a round: its device's (``devices``), else
+        ``simulation.dropout_prob``."""
+        profiles = self.device_profiles
+        return profiles[client_id].dropout_prob if profiles is not None else self.config.simulation.dropout_prob
+
+    @functools.cached_property
+    def device_profiles(self):
+        """The simulated devices (``config.devices``), or None."""
+        from fedops.incentives.devices import profiles_for
+
+        return profiles_for(self.config.devices, num_clients=self.num_clients, seed=self.config.seed)
+
     def check_dropout(self, *, round_idx: int, client_id: int) -> None:
-        p = self.config.simulation.dropout_prob
+        p = self.dropout_prob(client_id)
         if p > 0 and numpy_rng(self.config.seed, STREAM_DROPOUT, round_idx, client_id).random() < p:
-            raise ClientDropped(f"client {client_id} dropped out in round {round_idx} (simulated, p={p})")
+            raise ClientDropped(f"client {client_id} dropped out in round {round_idx} (simulated, p={p:g})")
 
     def train(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, state: Any = None,
               broadcast: dict[str, Any] | None = None) -> ClientUpdate:

@@ -61,3 +61,43 @@ def client_time(profile: DeviceProfile, *, steps: int, step_s: float, bytes_up: 
     per_byte = 8.0 / (profile.bandwidth_mbps * 1e6)
     down, up = bytes_down * per_byte, bytes_up * per_byte
     return {"compute_s": compute, "download_s": down, "upload_s": up, "total_s": compute + down + up}
+
+
+CROWDFL_TABLE2 = (
+    # free RAM and storage: CrowdFL's Table 2; CPU cores, bandwidth and speed factors: fedops' own
+    # choices (the table gives none), with the device of least free RAM also the slowest.
+    DeviceProfile(cpu_cores=2, ram_mb=113, storage_mb=109, bandwidth_mbps=20, speed=0.75),
+    DeviceProfile(cpu_cores=4, ram_mb=254, storage_mb=193, bandwidth_mbps=20, speed=1.0),
+    DeviceProfile(cpu_cores=4, ram_mb=186, storage_mb=21, bandwidth_mbps=20, speed=0.95),
+    DeviceProfile(cpu_cores=4, ram_mb=251, storage_mb=23, bandwidth_mbps=20, speed=0.9),
+)
+
+
+def profiles_for(spec, *, num_clients: int, seed: int) -> list[DeviceProfile] | None:
+    """The run's device profiles from ``config.devices`` (None when off): drawn from the seed's
+    device stream, given as a table, or CrowdFL's Table 2."""
+    from fedops.rng import STREAM_DEVICES, numpy_rng
+
+    if spec.source == "none":
+        return None
+    if spec.source == "crowdfl_table2":
+        return list(CROWDFL_TABLE2)
+    if spec.source == "table":
+        return [DeviceProfile(**row.model_dump()) for row in spec.table]
+    ranges = {name: tuple(v) for name, v in spec.ranges}
+    return draw_profiles(num_clients, ranges=ranges, rng=numpy_rng(seed, STREAM_DEVICES))
+
+
+def dropout_draw(*, seed: int, round_idx: int, client_id: int, prob: float) -> tuple[bool, float]:
+    """Whether a client drops out in a round, and when (a fraction of its compute time): the
+    round's seeded dropout stream, so a replayed round drops the same clients at the same time."""
+    from fedops.rng import STREAM_DROPOUT, numpy_rng
+
+    rng = numpy_rng(seed, STREAM_DROPOUT, round_idx, client_id)
+    return bool(rng.random() < prob), float(rng.random())
+
+
+def local_steps(*, num_samples: int, epochs: int, batch_size: int | None) -> int:
+    """Optimisation steps of one round's local training: ``epochs * ceil(n / batch)``."""
+    per_epoch = 1 if batch_size is None else math.ceil(num_samples / batch_size)
+    return epochs * max(per_epoch, 1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from fedops import failpoints
-from fedops.reputation.opinion import Opinion, ReputationParams, opinion
+from fedops.reputation.opinion import Opinion, ReputationParams, faded_counts, opinion_from_counts
 
 EVENT_KINDS = ("completed", "dropped", "rejected", "flagged", "contribution", "points")
 
@@ -81,8 +81,11 @@ class Ledger:
             raise LedgerError(f"reputation ledger {shown!r} cannot be reached: {type(exc).__name__}: {first}") from exc
         self.url = url
 
-    def record(self, *, task: str, run: str, round_idx: int | None, events: Sequence[LedgerEvent]) -> int:
-        """Append ``events`` in one transaction (all or none); returns how many were written."""
+    def record(self, *, task: str, run: str, round_idx: int | None, events: Sequence[LedgerEvent],
+               once: bool = False) -> int:
+        """Append ``events`` in one transaction (all or none); returns how many were written.
+        ``once``: write nothing if ``run`` already has events for ``round_idx`` (checked in the
+        same transaction), so a round repeated after a crash is recorded once."""
         for e in events:
             e.check()
         rows = [{"task": str(task), "run": str(run), "round": round_idx, "client": str(e.client), "kind": e.kind,
@@ -92,6 +95,14 @@ class Ledger:
             return 0
         half = max(1, len(rows) // 2)
         with self.engine.begin() as conn:
+            if once:  # a repeated round (a resumed run) writes nothing twice
+                import sqlalchemy as sa
+
+                t = self.events_table
+                cond = t.c.round.is_(None) if round_idx is None else t.c.round == round_idx
+                q = sa.select(sa.func.count()).select_from(t).where(t.c.run == str(run), cond)
+                if conn.execute(q).scalar():
+                    return 0
             conn.execute(self.events_table.insert(), rows[:half])
             failpoints.hit("ledger.write", round_idx=round_idx)
             if rows[half:]:
@@ -109,18 +120,59 @@ class Ledger:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
-    def opinions(self, clients: Sequence[str], *, params: ReputationParams = ReputationParams()) -> dict[str, Opinion]:
-        """Each client's opinion; an event's age is how many of that client's tasks came after its task."""
+    def evidence(self, clients: Sequence[str], *, params: ReputationParams = ReputationParams(),
+                 current_task: str | None = None, exclude_run: str | None = None) -> dict[str, tuple[float, float]]:
+        """Each client's faded ``(positive, negative)`` counts. An event's age is how many of the
+        client's tasks came after its task (tasks ordered by their first event); ``current_task``
+        counts as the newest of every client's tasks (a run about to add events to it), and the
+        events of ``exclude_run`` (that run's own, which it keeps itself) are left out."""
         out = {}
         for c in clients:
-            evs = self.events(client=str(c))
+            evs = [e for e in self.events(client=str(c)) if exclude_run is None or e["run"] != exclude_run]
             order: list[str] = []
             for e in evs:  # tasks by their first event
-                if e["task"] not in order:
+                if e["task"] not in order and e["task"] != current_task:
                     order.append(e["task"])
+            if current_task is not None:
+                order.append(current_task)
             age = {task: len(order) - 1 - i for i, task in enumerate(order)}
-            out[str(c)] = opinion([(e["kind"], age[e["task"]]) for e in evs], params=params)
+            out[str(c)] = faded_counts([(e["kind"], age[e["task"]]) for e in evs], fading=params.fading)
         return out
+
+    def opinions(self, clients: Sequence[str], *, params: ReputationParams = ReputationParams()) -> dict[str, Opinion]:
+        """Each client's opinion; an event's age is how many of that client's tasks came after its task."""
+        return {c: opinion_from_counts(*counts, params=params)
+                for c, counts in self.evidence(clients, params=params).items()}
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _stage(reason: str) -> str:
+    """Where a dropped client was lost, from its client-table reason."""
+    if reason.startswith("secure aggregation"):
+        return "secure aggregation"
+    if reason.startswith("upload failed"):
+        return "upload"
+    return "training"
+
+
+def events_from_rows(rows: Sequence[dict[str, Any]]) -> list[LedgerEvent]:
+    """A round's ledger events from its client table: ``ok`` -> completed (and flagged, with the
+    norm z-score, when the anomaly flag is up), ``dropped`` -> dropped with its stage, ``rejected``
+    -> rejected with the reason, a ``contribution`` value -> contribution. Rows of clients that did
+    not take part (``excluded``) carry no event."""
+    out: list[LedgerEvent] = []
+    for row in rows:
+        c, status, reason = str(row["client_id"]), row.get("status"), str(row.get("reason") or "")
+        if status == "ok":
+            out.append(LedgerEvent(c, "completed"))
+            if row.get("flagged"):
+                out.append(LedgerEvent(c, "flagged", value=float(row.get("norm_z") or 0.0), reason="anomaly flag"))
+        elif status == "dropped":
+            out.append(LedgerEvent(c, "dropped", stage=_stage(reason), reason=reason[:1000]))
+        elif status == "rejected":
+            out.append(LedgerEvent(c, "rejected", reason=reason[:1000]))
+        if row.get("contribution") is not None:
+            out.append(LedgerEvent(c, "contribution", value=float(row["contribution"])))
+    return out

@@ -64,15 +64,28 @@ def opinion(events: Iterable[tuple[str, int]], *, params: ReputationParams = Rep
     """The opinion from ``(kind, age)`` pairs: an event's kind and how many of the client's tasks
     came after its task (0: the latest). Kinds other than the positive and negative ones (e.g.
     contribution, points) carry no evidence."""
+    pos, neg = faded_counts(events, fading=params.fading)
+    return opinion_from_counts(pos, neg, params=params)
+
+
+def faded_counts(events: Iterable[tuple[str, int]], *, fading: float) -> tuple[float, float]:
+    """``(sum over positive events of z^age, sum over negative events of z^age)``."""
     pos = neg = 0.0
     for kind, age in events:
         if age < 0:
             raise ValueError(f"reputation: an event's age must be >= 0, got {age}")
-        w = params.fading ** age
+        w = fading ** age
         if kind in POSITIVE:
             pos += w
         elif kind in NEGATIVE:
             neg += w
+    return pos, neg
+
+
+def opinion_from_counts(pos: float, neg: float, *, params: ReputationParams = ReputationParams()) -> Opinion:
+    """The opinion from faded counts of positive and negative events."""
+    if pos < 0 or neg < 0:
+        raise ValueError(f"reputation: event counts must be >= 0, got {pos}, {neg}")
     r, s, W = params.kappa * pos, params.eta * neg, params.prior_weight
     total = r + s + W
     b, d, u = r / total, s / total, W / total

@@ -23,7 +23,8 @@ resumed run draws exactly what an uninterrupted one draws: every random stream d
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +40,7 @@ from fedops.evaluation import summarize
 from fedops.privacy.randomness import PrivacyRandomness
 from fedops.rng import STREAM_MODEL_INIT, derive_seed
 from fedops.round.executor import Executor, describe_failure
+from fedops.round.crowd import CrowdStep, LedgerObserver, new_run_id
 from fedops.round.jobs import EVALUATE, TRAIN
 from fedops.round.release import ReleasePolicy, RoundRecord
 from fedops.round.transport import transport_for
@@ -61,7 +63,7 @@ class RoundOutcome:
 class FederatedRun:
     """A training job's rounds over one simulated world, and the state that lives across them."""
 
-    def __init__(self, config: Config, world: World) -> None:
+    def __init__(self, config: Config, world: World, *, workdir: Path | None = None) -> None:
         self.config = config
         self.world = world
         runtime = world.runtime
@@ -117,6 +119,10 @@ class FederatedRun:
         self.fairbatch = None
         if config.client.reweighing in ("global", "fairbatch_global"):
             self._pool_reweighing_counts()
+        self.run_id = new_run_id()
+        """This run's id (kept across resumes): the reputation ledger's ``run``."""
+        self.crowd = CrowdStep.build(config, world, run_id=self.run_id, device=self.eval_device,
+                                     download_nbytes=self.server.download_nbytes, workdir=workdir)
         self.client_accuracy: list[dict[str, Any]] = []
         """Each evaluation round's per-client held-out accuracy (``{"round", "accuracy"}``)."""
         self._shared: dict[tuple[int, str], Any] = {}
@@ -189,15 +195,26 @@ class FederatedRun:
         if round_idx != self.round_idx + 1:
             raise ValueError(f"round {round_idx} cannot follow round {self.round_idx}")
         started = time.perf_counter()
-        plan = self.server.plan(round_idx)
+        if self.crowd is not None:
+            candidates, excluded, context = self.crowd.selection_inputs()
+            plan = self.server.plan(round_idx, candidates=candidates, context=context, excluded=excluded)
+        else:
+            plan = self.server.plan(round_idx)
+        params_before = self.params
         runtime = self._share(executor, "runtime", self.world.runtime)
-        shared = {"runtime": runtime, "params": executor.share(self.params)}
-        # small per-round values travel with the tasks as they are (a scattered dict would be keyed by its keys)
-        if self.client_states:
-            shared["client_states"] = {c: self.client_states[c] for c in plan.training if c in self.client_states}
+        base = {"runtime": runtime, "params": executor.share(self.params)}
         if self.fairbatch is not None:
-            shared["broadcast"] = {"reweighing_table": self.fairbatch.table()}
-        trained = executor.map(TRAIN, plan.training, round_idx=round_idx, shared=shared)
+            base["broadcast"] = {"reweighing_table": self.fairbatch.table()}
+
+        def train(clients: list[int]):
+            shared = dict(base)
+            # small per-round values travel with the tasks as they are (a scattered dict would be keyed by its keys)
+            if self.client_states:
+                shared["client_states"] = {c: self.client_states[c] for c in clients if c in self.client_states}
+            return executor.map(TRAIN, clients, round_idx=round_idx, shared=shared)
+
+        trained = train(plan.training)
+        plan, replaces = self._promote_backups(plan, trained, train)
         self.client_states.update({c: u.state for c, u in trained.results.items() if u.state is not None})
         failpoints.hit("round.trained", round_idx=round_idx)
         t_clients = time.perf_counter()
@@ -207,6 +224,7 @@ class FederatedRun:
                 updates = self.attack(round_idx=round_idx, updates=updates, global_params=self.params,
                                       num_selected=len(plan.selected))
             rows = self.server.rows(plan, trained.failures)
+            self._selection_columns(plan, rows, replaces)
             weights = self._fairfed_weights(round_idx, updates)
             if self.fairbatch is not None:  # the next round's group shares, from this round's pooled losses
                 self.fairbatch.update({c: u.group_losses for c, u in updates.items()},
@@ -223,6 +241,12 @@ class FederatedRun:
                 metrics.update(self.fairfed.last)
             if self.fairbatch is not None:
                 metrics.update(self.fairbatch.last)
+            if self.crowd is not None:
+                metrics.update(self.crowd.after_round(round_idx, rows=rows, trained=set(trained.results),
+                                                      replaces=replaces, params=params_before,
+                                                      batch=self.server.last_batch))
+                metrics["clients/excluded"] = float(len(plan.excluded))
+                metrics["clients/backups_promoted"] = float(len(replaces))
         if self.local_ledgers is not None:
             metrics["privacy/local_epsilon_max"] = self.local_epsilon_max
         t_server = time.perf_counter()
@@ -244,6 +268,55 @@ class FederatedRun:
         self.history.append({"round": round_idx, **record.metrics})
         self.last_record = record
         return record
+
+    def _promote_backups(self, plan: RoundPlan, trained: Any, train: Callable[[list[int]], Any]):
+        """``server.backups``: for every cohort member whose training failed (a dropout), the next
+        ranked backup trains in the same round, until the cohort is whole or the backups run out.
+        Returns the plan with the promoted backups in it and ``{backup: client it replaces}``."""
+        reserve, replaces = list(plan.backups), {}
+        pending = sorted(trained.failures)
+        while pending and reserve:
+            take = []
+            while pending and reserve:
+                backup = reserve.pop(0)
+                replaces[backup] = pending.pop(0)
+                take.append(backup)
+            more = train(take)
+            trained.results.update(more.results)
+            trained.failures.update(more.failures)
+            pending.extend(sorted(more.failures))
+        if not replaces:
+            return plan, replaces
+        return replace(plan, selected=sorted([*plan.selected, *replaces]),
+                       training=sorted([*plan.training, *replaces])), replaces
+
+    def _selection_columns(self, plan: RoundPlan, rows: dict[int, dict[str, Any]], replaces: dict[int, int]) -> None:
+        """Why each client is in the round (``selection``), and rows for the clients a
+        reputation threshold left out (status ``excluded``)."""
+        if not plan.notes and not plan.excluded:
+            return
+        for c, row in rows.items():
+            note = plan.notes.get(c, "")
+            if c in replaces:
+                note = f"{note}; backup promoted for client {replaces[c]}"
+            row["selection"] = note
+        for c, why in sorted(plan.excluded.items()):
+            rows[c] = {"round": plan.round_idx, "client_id": c, "status": "excluded", "reason": why, "selection": why}
+
+    def observers(self) -> list[Any]:
+        """The run's own observers, ahead of the caller's: the reputation ledger's writer."""
+        if self.crowd is None or self.crowd.ledger is None:
+            return []
+        return [LedgerObserver(self.crowd, self.run_id)]
+
+    def finish_task(self) -> None:
+        """The end of the task: the reward budget split into points (``incentives``), kept in
+        ``extras["incentives"]`` (checkpointed; observers log it and write it to the ledger)."""
+        if self.crowd is None or "incentives" in self.extras:
+            return
+        result = self.crowd.finish()
+        if result is not None:
+            self.extras["incentives"] = result
 
     def _pool_reweighing_counts(self) -> None:
         """``client.reweighing: global``: every client's (group, label) counts summed once through
@@ -347,6 +420,8 @@ class FederatedRun:
             "fairfed": None if self.fairfed is None else self.fairfed.state_dict(),
             "fairbatch": None if self.fairbatch is None else self.fairbatch.state_dict(),
             "client_accuracy": [dict(a) for a in self.client_accuracy],
+            "run_id": self.run_id,
+            "crowd": None if self.crowd is None else self.crowd.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -368,6 +443,9 @@ class FederatedRun:
         if self.fairbatch is not None:
             self.fairbatch.load_state_dict(state["fairbatch"])
         self.client_accuracy = [dict(a) for a in state.get("client_accuracy", [])]
+        self.run_id = state.get("run_id", self.run_id)
+        if self.crowd is not None:
+            self.crowd.load_state_dict(state["crowd"])
 
 
 def default_schedule(config: Config) -> Callable[[int], bool]:

@@ -82,6 +82,7 @@ def run_training(
     With ``checkpoints``, an unfinished checkpoint of the same run is resumed unless ``fresh``;
     a finished one starts a new run. ``schedule(r)`` says whether round ``r`` is evaluated."""
     schedule = schedule or default_schedule(run.config)
+    observers = (*run.observers(), *observers)
     if checkpoints is not None:
         checkpoints.acquire()
     try:
@@ -139,6 +140,7 @@ def _train(run, executor, checkpoints, observers, schedule, stop_when, resumed_f
                           tracking_s=time.perf_counter() - started)
             if stop_when is not None and stop_when(record):
                 break
+        run.finish_task()
         result = TrainingResult(params=run.params.clone(), rounds=run.round_idx, stopped=run.stopped,
                                 history=[dict(h) for h in run.history], epsilon=run.epsilon(),
                                 digest=params_digest(run.params), resumed_from=resumed_from, extras=dict(run.extras))

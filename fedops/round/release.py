@@ -28,6 +28,12 @@ too; FairFed does not run under client-level DP. Likewise FairBatch's population
 (``fairbatch/lambda_y*``, ``client.reweighing: fairbatch_global``), moved by the pooled loss
 sums; reweighing does not run under DP.
 
+Crowdsourcing (``devices``, ``reputation``, backups): why each client was selected, its times on
+the virtual clock and its reputation are the server's own knowledge (device reports, the ledger,
+participation) and are released in ``full`` and ``secure``; ``incentives/*`` likewise.
+Contribution scores (``contribution/*`` and the table's ``contribution``) need individual
+updates: ``full`` only (refused with secure aggregation). None of these run under client-level DP.
+
 Allow-lists, not deny-lists: a number a later feature adds is withheld under privacy until it
 is listed here.
 """
@@ -42,7 +48,8 @@ from fedops.config import Config
 Mode = Literal["full", "secure", "central_dp"]
 
 PARTICIPATION_FIELDS = frozenset(
-    {"round", "client_id", "status", "reason", "bytes_up", "bytes_down", "wall_time_s", "device", "data_validation"}
+    {"round", "client_id", "status", "reason", "bytes_up", "bytes_down", "wall_time_s", "device", "data_validation",
+     "selection", "sim_start_s", "sim_end_s", "reputation"}
 )
 """Client-table columns the server learns from secure aggregation itself (and from clients'
 self-reported data validation, which is not derived from an update)."""
@@ -51,7 +58,7 @@ TEST_SET_FAIRNESS = frozenset({"fairness/dpd", "fairness/eqodds", "fairness/eopp
 """Group fairness of the global model on the server's own test set: released in every mode (the
 model is released, and the test set is the server's)."""
 
-_SECURE_PREFIXES = ("clients/", "comm/", "time/", "test/", "secagg/", "fairfed/", "fairbatch/")
+_SECURE_PREFIXES = ("clients/", "comm/", "time/", "test/", "secagg/", "fairfed/", "fairbatch/", "incentives/")
 _SECURE_KEYS = frozenset({"update/norm", "privacy/local_epsilon_max", *TEST_SET_FAIRNESS})
 _DP_PREFIXES = ("test/", "time/")
 _DP_KEYS = frozenset({*TEST_SET_FAIRNESS,

@@ -61,11 +61,12 @@ def exclude_below(reputations: Mapping[int, float], *, threshold: float) -> tupl
     return kept, reasons
 
 
-def fedcs_select(*, compute_s: Mapping[int, float], upload_s: Mapping[int, float], deadline_s: float) -> list[int]:
-    """FedCS's greedy rule: the clients (sorted) whose round, with parallel compute and sequential
-    uploads in the chosen order, ends by ``deadline_s``."""
+def fedcs_order(*, compute_s: Mapping[int, float], upload_s: Mapping[int, float], deadline_s: float) -> list[tuple[int, float]]:
+    """FedCS's greedy rule: the clients whose round, with parallel compute and sequential uploads
+    in the chosen order, ends by ``deadline_s``, in the order chosen, each with the round's end
+    once it is added."""
     remaining = set(compute_s)
-    chosen: list[int] = []
+    chosen: list[tuple[int, float]] = []
     end = 0.0  # when the last chosen upload finishes
     while remaining:
         def finish(c):  # the round's end if c uploads next: after its compute and the uploads before it
@@ -74,10 +75,15 @@ def fedcs_select(*, compute_s: Mapping[int, float], upload_s: Mapping[int, float
         t = finish(best)
         if t > deadline_s:
             break
-        chosen.append(best)
+        chosen.append((best, t))
         end = t
         remaining.discard(best)
-    return sorted(chosen)
+    return chosen
+
+
+def fedcs_select(*, compute_s: Mapping[int, float], upload_s: Mapping[int, float], deadline_s: float) -> list[int]:
+    """The clients (sorted) FedCS's greedy rule fits into ``deadline_s``."""
+    return sorted(c for c, _ in fedcs_order(compute_s=compute_s, upload_s=upload_s, deadline_s=deadline_s))
 
 
 def cohort_with_backups(ranked: Sequence[int], *, k: int, backups: int, dropped: set[int]) -> tuple[list[int], list[int]]:

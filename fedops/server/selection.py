@@ -15,6 +15,7 @@ import numpy as np
 from fedops.config import Config, clients_per_round
 from fedops.privacy.randomness import PrivacyRandomness
 from fedops.rng import STREAM_SELECTION, numpy_rng
+from fedops.selection import Ranking, SelectionContext
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,20 @@ class Selection:
     def sample_rate(self) -> float:
         return self.expected_cohort / self.num_clients
 
-    def select(self, round_idx: int) -> list[int]:
+    def _rng(self, round_idx: int):
         if self.config.privacy.mode == "central":
-            rng = _PrivateUniforms(self.randomness, round_idx)
-        else:
-            rng = numpy_rng(self.config.seed, STREAM_SELECTION, round_idx)
-        chosen = self.config.server.selector.select(num_clients=self.num_clients, count=self.expected_cohort, rng=rng)
+            return _PrivateUniforms(self.randomness, round_idx)
+        return numpy_rng(self.config.seed, STREAM_SELECTION, round_idx)
+
+    def select(self, round_idx: int) -> list[int]:
+        chosen = self.config.server.selector.select(num_clients=self.num_clients, count=self.expected_cohort,
+                                                    rng=self._rng(round_idx))
         return [int(c) for c in chosen]
+
+    def rank(self, round_idx: int, *, candidates: list[int] | None = None, context: SelectionContext | None = None) -> Ranking:
+        """The selector's ranking of ``candidates`` (default: every client): the cohort, then
+        ``server.backups`` backups."""
+        return self.config.server.selector.rank(
+            candidates=list(range(self.num_clients)) if candidates is None else list(candidates),
+            count=self.expected_cohort, extra=self.config.server.backups,
+            context=context or SelectionContext(num_clients=self.num_clients), rng=self._rng(round_idx))

@@ -9,7 +9,7 @@ unmasked sum; never which clients the simulator made faulty or malicious.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +42,12 @@ class RoundPlan:
     """The selected clients that train (a client excluded for bad data does not)."""
     clip_norm: float | None
     """Client-level DP's clip norm ``C`` for this round, sent with the model (None without DP)."""
+    backups: list[int] = field(default_factory=list)
+    """Ranked clients promoted, in order, when a cohort member drops (``server.backups``)."""
+    notes: dict[int, str] = field(default_factory=dict)
+    """Why each ranked client was chosen (the client table's ``selection`` column)."""
+    excluded: dict[int, str] = field(default_factory=dict)
+    """Clients left out before selection, with the reason (a reputation threshold)."""
 
 
 class Server:
@@ -78,6 +84,9 @@ class Server:
         compressed global change."""
         self.bytes_up_total = 0
         self.bytes_down_total = 0
+        self.last_batch: UpdateBatch | None = None
+        """The last round's accepted individual updates (plain transport), for the round's later
+        steps (contribution scoring); in process only, never checkpointed."""
 
     # --- before the round ----------------------------------------------------------------------
     def ctx(self, round_idx: int, client_id: int | None):
@@ -87,12 +96,26 @@ class Server:
     def noise_multiplier(self) -> float | None:
         return None if self.dp is None else float(self.dp.config.noise_multiplier)
 
-    def plan(self, round_idx: int, selected: list[int] | None = None) -> RoundPlan:
-        """Select the round's clients (or take ``selected``) and leave out those excluded for bad data."""
-        selected = self.selection.select(round_idx) if selected is None else sorted(selected)
-        excluded = self.config.quality.bad_data == "exclude"
-        training = [c for c in selected if not (excluded and c in self.data_failures)]
-        return RoundPlan(round_idx, selected, training, None if self.dp is None else self.dp.clip_norm)
+    def plan(self, round_idx: int, selected: list[int] | None = None, *, candidates: list[int] | None = None,
+             context: Any = None, excluded: dict[int, str] | None = None) -> RoundPlan:
+        """Select the round's clients (or take ``selected``) and leave out those excluded for bad
+        data. ``candidates`` (default: every client) and ``context`` go to the selector, which
+        also ranks ``server.backups`` extra clients; ``excluded`` are the clients left out before."""
+        notes: dict[int, str] = {}
+        backups: list[int] = []
+        if selected is not None:
+            selected = sorted(selected)
+        elif candidates is None and context is None and not self.config.server.backups:
+            selected = self.selection.select(round_idx)
+        else:
+            ranking = self.selection.rank(round_idx, candidates=candidates, context=context)
+            count = len(ranking.order) if self.config.server.selector.variable_cohort else self.selection.expected_cohort
+            selected, backups, notes = sorted(ranking.order[:count]), list(ranking.order[count:]), dict(ranking.notes)
+        bad = self.config.quality.bad_data == "exclude"
+        training = [c for c in selected if not (bad and c in self.data_failures)]
+        backups = [c for c in backups if not (bad and c in self.data_failures)]
+        return RoundPlan(round_idx, selected, training, None if self.dp is None else self.dp.clip_norm,
+                         backups=backups, notes=notes, excluded=dict(excluded or {}))
 
     def stop_reason(self) -> str | None:
         """Why the next round must not run (its epsilon would pass the budget), else None."""
@@ -141,6 +164,7 @@ class Server:
             if self.norm_filter is not None:
                 batch = self.norm_filter(batch, rows)
             accepted = batch.client_ids
+            self.last_batch = batch
             self._require(r, accepted, plan.selected, rows)
             reference = self.root.update(round_idx=r, global_params=self.params) if self.root is not None else None
             failpoints.hit("server.aggregate", round_idx=r)
@@ -149,6 +173,7 @@ class Server:
                 extra["clients/flagged"] = self.scores(batch, aggregate, rows)
             raw_bytes = 4 * d * len(delivery.messages)
         else:
+            self.last_batch = None  # the server sees only the sum
             for cid, reason in delivery.dropped.items():
                 rows[cid].update(status="dropped", reason=f"secure aggregation: {reason}")
             accepted = list(delivery.survivors)
