@@ -187,10 +187,12 @@ def run(
         from fedops.paths import Paths
         from fedops.workdir import workdir_lock
 
+        from fedops.round.crowd import check_ledger
+
+        check_ledger(cfg, Paths.at(workdir).root)  # an unreachable ledger: refused before any stage writes
         results = {}
         with workdir_lock(Paths.at(workdir).root, wait=wait, what="fedops run"), _prefect_api():
             from flows.pipeline import STAGES, run_stage
-
 
             for stage in STAGES:
                 console.print(f"[bold cyan]stage[/bold cyan] {stage}")
@@ -270,6 +272,37 @@ def partition(
             t.add_row(str(c["id"]), str(c["size"]), " ".join(map(str, c["label_histogram"])), c.get("validation", "-"))
         out.print(t)
         out.print(f"manifest: {paths.manifest}\nheatmap:  {paths.heatmap}")
+
+
+@app.command()
+def ledger(
+    config: Path = typer.Argument(DEFAULT_CONFIG, help="The config whose reputation.ledger to read."),
+    workdir: Path = typer.Option(Path("."), help="Where a relative SQLite ledger lives."),
+    url: Optional[str] = typer.Option(None, help="A ledger URL instead of the config's."),
+    task: Optional[str] = typer.Option(None, help="Only this task's events."),
+    events_csv: Optional[Path] = typer.Option(None, "--events-csv", help="Write the events to this CSV file."),
+    sets: Optional[list[str]] = SetOpt,
+) -> None:
+    """Print each client's reputation from the reputation ledger (and export its events)."""
+    with _user_errors():
+        cfg = _load(config, sets)
+        from fedops.reputation import Ledger, ReputationParams
+        from fedops.reputation.export import ledger_tables
+        from fedops.round.crowd import ledger_url
+
+        rep = cfg.reputation
+        book = Ledger(ledger_url(url or rep.ledger, workdir.resolve()))
+        events, clients = ledger_tables(book, task=task,
+                                        params=ReputationParams(kappa=rep.kappa, eta=rep.eta, fading=rep.fading))
+        t = Table(title=f"reputation ({len(events)} events{f' of task {task}' if task else ''})")
+        for col in ("client", "positive", "negative", "belief", "disbelief", "uncertainty", "reputation"):
+            t.add_column(col, justify="left" if col == "client" else "right")
+        for row in clients.itertuples(index=False):
+            t.add_row(row.client, *(f"{v:.3f}" for v in row[1:]))
+        out.print(t)
+        if events_csv is not None:
+            events.to_csv(events_csv, index=False)
+            out.print(f"events: {events_csv}")
 
 
 @app.command()

@@ -64,6 +64,9 @@ def pipeline(config: str | dict[str, Any] = "params.yaml", overrides: dict[str, 
     from fedops.paths import Paths
     from fedops.workdir import workdir_lock
 
+    from fedops.round.crowd import check_ledger
+
     cfg = _cfg(config, overrides)
+    check_ledger(cfg, Paths.at(workdir).root)  # an unreachable ledger: refused before any stage writes
     with workdir_lock(Paths.at(workdir).root, what="fedops-pipeline"):
         return {stage: run_stage(stage, cfg, workdir, fresh=fresh) for stage in STAGES}

@@ -16,6 +16,7 @@ from fedops.config import Config
 from fedops.errors import MissingInput
 from fedops.paths import Paths
 from fedops.round import CheckpointStore, FederatedRun, checkpoint_key, load_world, run_training
+from fedops.round.crowd import check_ledger
 from fedops.round.outputs import FairnessOutputs, ModelOutputs, SummaryOutput
 from fedops.tracking import MlflowObserver
 from fedops.workdir import workdir_lock
@@ -153,6 +154,7 @@ def federated_training(config: str | dict[str, Any] = "params.yaml", overrides: 
     ``overrides``: config keys to change, e.g. ``{"server.rounds": 2}``. On a fresh work directory
     the data stages run first."""
     cfg, paths = _cfg(config, overrides), Paths.at(workdir)
+    check_ledger(cfg, paths.root)  # an unreachable ledger: refused before any stage writes
     with workdir_lock(paths.root, what="federated-training"):
         try:
             world = load_world(cfg, paths)

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from fedops import failpoints
+from fedops.errors import FedopsError
 from fedops.reputation.opinion import Opinion, ReputationParams, faded_counts, opinion_from_counts
 
 EVENT_KINDS = ("completed", "dropped", "rejected", "flagged", "contribution", "points")
 
 
-class LedgerError(RuntimeError):
+class LedgerError(FedopsError):
     """The ledger cannot be reached or written."""
 
 

@@ -301,3 +301,13 @@ class LedgerObserver:
 
     def failed(self, run, *, status: str, error: BaseException) -> None:
         pass
+
+
+def check_ledger(config: Config, workdir: Path | None) -> None:
+    """Open the reputation ledger once before a pipeline writes anything (``reputation.enabled``):
+    an unreachable URL is a :class:`fedops.reputation.LedgerError` naming it."""
+    if not config.reputation.enabled:
+        return
+    from fedops.reputation import Ledger
+
+    Ledger(ledger_url(config.reputation.ledger, workdir)).dispose()

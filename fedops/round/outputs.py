@@ -115,4 +115,7 @@ def summary(run, result) -> dict[str, Any]:
         "num_params": run.layout.size,
         "fairness_passed": (run.extras.get("fairness") or {}).get("passed", True),
         "fairness_failed": (run.extras.get("fairness") or {}).get("failed", []),
+        "simulated_time_s": final.get("time/simulated_total_s"),
+        "incentive_points": {str(c): p for c, p in ((run.extras.get("incentives") or {}).get("points") or {}).items()},
+        "reputation_task": None if getattr(run, "crowd", None) is None or run.crowd.ledger is None else run.crowd.task,
     }

@@ -102,6 +102,7 @@ class MlflowObserver:
         t = self.tracker
         t.log_text(rounds_csv(result.history), "reports/rounds.csv")
         self._log_tables_and_curves(result)
+        self._log_crowd(run, result)
         tags = {"model.params_sha256": result.digest}
         if result.stopped:
             tags["fedops.stopped"] = result.stopped
@@ -168,6 +169,36 @@ class MlflowObserver:
         figure = curves_figure(result.history)
         if figure is not None:
             self.tracker.client.log_figure(self.tracker.run_id, figure, "plots/curves.png")
+
+    def _log_crowd(self, run, result) -> None:
+        """Contribution table and plot, the task's points, and the ledger's view of this run's
+        clients (their reputations) and of this task (its events), as MLflow tables."""
+        import pandas as pd
+
+        crowd, client, rid = getattr(run, "crowd", None), self.tracker.client, self.tracker.run_id
+        if crowd is None:
+            return
+        if crowd.contributions and run.release.mode == "full":
+            table = pd.DataFrame(crowd.contributions)
+            client.log_table(rid, table, "contribution/table.json")
+            client.log_figure(rid, contribution_figure(table), "plots/contribution.png")
+        incentives = run.extras.get("incentives")
+        if incentives:
+            points = incentives["points"]
+            client.log_table(rid, pd.DataFrame(
+                [{"client_id": int(c), "points": float(p), "rounds_completed": incentives["rounds_completed"][c],
+                  "contribution": crowd.cumulative.get(int(c))} for c, p in sorted(points.items())]),
+                "incentives/points.json")
+            self.tracker.log_metrics({"incentives/points_total": float(sum(points.values())),
+                                      "incentives/participants": float(len(points))}, step=result.rounds)
+        if crowd.ledger is not None:
+            from fedops.reputation.export import ledger_tables
+
+            events, clients = ledger_tables(crowd.ledger, task=crowd.task, clients=range(run.num_clients),
+                                            params=crowd.params)
+            client.log_table(rid, events, "reputation/task_events.json")
+            client.log_table(rid, clients, "reputation/clients.json")
+            self.tracker.set_tags({"fedops.reputation_task": crowd.task})
 
     def failed(self, run, *, status: str, error: BaseException) -> None:
         if self.tracker is None:
@@ -312,4 +343,23 @@ def curves_figure(history: list[dict[str, Any]]):
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def contribution_figure(table):
+    """Each client's cumulative contribution over the rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    wide = table.pivot_table(index="round", columns="client_id", values="value", aggfunc="sum").fillna(0.0).cumsum()
+    for c in wide.columns:
+        ax.plot(wide.index, wide[c], label=f"client {c}", linewidth=1)
+    ax.set_xlabel("round")
+    ax.set_ylabel("cumulative contribution")
+    if len(wide.columns) <= 12:
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
     return fig
