@@ -450,6 +450,20 @@ def bench_crowdfl() -> None:
             out.print(f"{label:24s} accuracy {row['mean']:.4f} (spread {row['spread']:.4f})")
 
 
+@bench_app.command("crowd")
+def bench_crowd(
+    part: Optional[list[str]] = typer.Option(None, "--part", help="reputation, straggler, backups or contribution "
+                                             "(repeatable; default: all)."),
+) -> None:
+    """CrowdFL's reputation (Pima, two tasks on one ledger) and straggler (Table 2 devices)
+    experiments, backups against none, and contribution scoring (GTG-Shapley against exact
+    Shapley; label-flipped clients), rewriting the README blocks."""
+    with _user_errors():
+        from fedops_benchmarks.crowd import main
+
+        main(part, log=console.print)
+
+
 @bench_app.command("attacks")
 def bench_attacks(
     rounds: Optional[int] = typer.Option(None, help="Rounds per run (default: configs/attacks.yaml)."),
