@@ -34,14 +34,17 @@ from fedops.selection import SelectionContext
 
 
 def ledger_url(url: str, root: Path | None) -> str:
-    """A relative SQLite path in ``url`` made absolute under ``root`` (the work directory)."""
+    """A relative SQLite path in ``url`` made absolute under ``root`` (the work directory, created
+    when missing: the default ledger lives there)."""
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
     if root is None or not u.drivername.startswith("sqlite") or not u.database or u.database == ":memory:" \
             or Path(u.database).is_absolute():
         return url
-    return u.set(database=str(Path(root) / u.database)).render_as_string(hide_password=False)
+    path = Path(root) / u.database
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return u.set(database=str(path)).render_as_string(hide_password=False)
 
 
 class ContributionStep:
