@@ -223,3 +223,17 @@ def test_an_unreachable_ledger_stops_the_run_before_anything_is_written(tmp_path
     with pytest.raises(LedgerError, match="cannot be reached"):
         FederatedRun(cfg, _world(cfg))
     assert not (tmp_path / "missing").exists()
+
+
+def test_fedcs_takes_the_clients_that_meet_the_deadline_on_the_virtual_clock():
+    speeds = (1, 2, 1, 0.5, 4, 1)
+    table = [{"cpu_cores": 2, "ram_mb": 100, "storage_mb": 10, "bandwidth_mbps": 8000, "speed": s} for s in speeds]
+    # 2 steps of 0.5 s at speed 1: compute 1 s / speed; uploads (1072 bytes at 1e9 bytes/s) are ~1 us each
+    cfg = _cfg(devices={"source": "table", "step_s": 0.5, "table": table},
+               server={"selector": {"name": "fedcs", "deadline_s": 0.6}, "rounds": 1})
+    tables = Tables()
+    _train(cfg, [tables])
+    rows = tables.records[0].client_table
+    assert sorted(r["client_id"] for r in rows) == [1, 4]  # only speeds 2 and 4 finish within 0.6 s
+    assert all("<= deadline 0.6 s" in r["selection"] for r in rows)
+    assert tables.records[0].metrics["time/simulated_round_s"] <= 0.6
