@@ -682,12 +682,20 @@ class Config(Section):
             what = "server.min_reputation" if srv.min_reputation is not None else \
                 f"server.selector = {sel.name!r} with a reputation weight"
             raise ValueError(f"{what} needs reputations: set reputation.enabled: true")
+        if self.privacy.mode == "central":
+            on = [name for name, flag in (("devices", dev.enabled), ("contribution", con.enabled),
+                                          ("reputation", rep.enabled), ("incentives", inc.budget > 0),
+                                          ("server.backups", srv.backups > 0)) if flag]
+            if on:
+                raise ValueError(f"privacy.mode = 'central' keeps who took part in a round secret (the accountant's "
+                                 f"amplification by sampling); {', '.join(on)} would record it per client: turn "
+                                 f"{'it' if len(on) == 1 else 'them'} off")
         if srv.backups and sel.variable_cohort:
             raise ValueError(f"server.backups = {srv.backups} needs a ranking to promote from; server.selector = "
                              f"{sel.name!r} draws each client independently: use uniform, crowdfl or fedcs")
         if con.enabled:
             est = con.estimator
-            n = k if sel.variable_cohort else min(k, per_round + srv.backups)
+            n = k if sel.variable_cohort else per_round  # a backup only replaces a client that dropped
             try:
                 est.check_players(n)
             except ValueError as exc:
@@ -703,13 +711,9 @@ class Config(Section):
                              f"than incentives.budget = {inc.budget}")
         if inc.floor > 0 and inc.budget == 0:
             raise ValueError(f"incentives.floor = {inc.floor} with incentives.budget = 0: set a budget")
-        if self.privacy.mode == "central":
-            on = [name for name, flag in (("devices", dev.enabled), ("contribution", con.enabled),
-                                          ("reputation", rep.enabled), ("incentives", inc.budget > 0)) if flag]
-            if on:
-                raise ValueError(f"privacy.mode = 'central' keeps who took part in a round secret (the accountant's "
-                                 f"amplification by sampling); {', '.join(on)} would record it per client: turn "
-                                 f"{'it' if len(on) == 1 else 'them'} off")
+        if inc.scheme == "data_size" and inc.budget > 0 and self.secagg.enabled:
+            raise ValueError("incentives.scheme = 'data_size' pays in proportion to each client's sample count, which "
+                             "secure aggregation keeps from the server and the released tables: use equal")
 
     def _check_secagg(self, per_round: int) -> None:
         from fedops.secagg import check_overflow

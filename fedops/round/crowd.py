@@ -273,16 +273,16 @@ class LedgerObserver:
     released client table) after the round is checkpointed, and the task's points at the end;
     every write at most once per (run, round)."""
 
-    def __init__(self, crowd: CrowdStep, run_id: str) -> None:
+    def __init__(self, crowd: CrowdStep) -> None:
         self.crowd = crowd
-        self.run_id = run_id
 
-    def _record(self, record) -> None:
+    def _record(self, run, record) -> None:
         from fedops.reputation import events_from_rows
 
         if record is None or record.client_table is None:
             return
-        self.crowd.ledger.record(task=self.crowd.task, run=self.run_id, round_idx=record.round,
+        # run.run_id, read at each write: a resumed run's id is the checkpoint's, not the one it was built with
+        self.crowd.ledger.record(task=self.crowd.task, run=run.run_id, round_idx=record.round,
                                  events=events_from_rows(record.client_table), once=True)
 
     def abandoned(self, extras: dict[str, Any]) -> None:
@@ -290,17 +290,17 @@ class LedgerObserver:
 
     def started(self, run, *, resumed_from: int | None) -> None:
         if resumed_from:  # killed after the checkpoint, before the write: the round's events now
-            self._record(run.last_record)
+            self._record(run, run.last_record)
 
     def round_done(self, run, record) -> None:
-        self._record(record)
+        self._record(run, record)
 
     def finished(self, run, result) -> None:
         from fedops.reputation import LedgerEvent
 
         points = (run.extras.get("incentives") or {}).get("points") or {}
         events = [LedgerEvent(str(c), "points", value=float(p)) for c, p in sorted(points.items())]
-        self.crowd.ledger.record(task=self.crowd.task, run=self.run_id, round_idx=None, events=events, once=True)
+        self.crowd.ledger.record(task=self.crowd.task, run=run.run_id, round_idx=None, events=events, once=True)
 
     def failed(self, run, *, status: str, error: BaseException) -> None:
         pass

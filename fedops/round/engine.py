@@ -307,7 +307,7 @@ class FederatedRun:
         """The run's own observers, ahead of the caller's: the reputation ledger's writer."""
         if self.crowd is None or self.crowd.ledger is None:
             return []
-        return [LedgerObserver(self.crowd, self.run_id)]
+        return [LedgerObserver(self.crowd)]
 
     def finish_task(self) -> None:
         """The end of the task: the reward budget split into points (``incentives``), kept in

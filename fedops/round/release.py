@@ -30,7 +30,11 @@ sums; reweighing does not run under DP.
 
 Crowdsourcing (``devices``, ``reputation``, backups): why each client was selected, its times on
 the virtual clock and its reputation are the server's own knowledge (device reports, the ledger,
-participation) and are released in ``full`` and ``secure``; ``incentives/*`` likewise.
+participation) and are released in ``full`` and ``secure``; ``incentives/*`` likewise. The
+simulated times follow from a client's device profile and its number of local steps,
+``epochs * ceil(n / batch_size)``, so they bound its sample count ``n`` more closely than its wall
+time does: a deployment that must hide sample counts from the server keeps ``devices`` off.
+Points by ``data_size`` are refused with secure aggregation for the same reason.
 Contribution scores (``contribution/*`` and the table's ``contribution``) need individual
 updates: ``full`` only (refused with secure aggregation). None of these run under client-level DP.
 

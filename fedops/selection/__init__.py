@@ -42,6 +42,8 @@ class Ranking:
 
     order: list[int]
     notes: dict[int, str] = field(default_factory=dict)
+    cohort: int | None = None
+    """How many of ``order`` form the cohort (the rest are backups); None: the round's count."""
 
 
 class Selector(PluginModel):
@@ -157,7 +159,7 @@ class FedCSSelector(Selector):
         for c in rest[:extra]:
             order.append(c)
             notes[c] = f"fedcs backup: expected {compute[c] + upload[c]:.1f} s alone"
-        return Ranking(order, notes)
+        return Ranking(order, notes, cohort=len(fitted))
 
 
 __all__ = ["SELECTORS", "CrowdFLSelector", "FedCSSelector", "PoissonSelector", "Ranking", "SelectionContext",

@@ -109,7 +109,8 @@ class Server:
             selected = self.selection.select(round_idx)
         else:
             ranking = self.selection.rank(round_idx, candidates=candidates, context=context)
-            count = len(ranking.order) if self.config.server.selector.variable_cohort else self.selection.expected_cohort
+            count = len(ranking.order) if self.config.server.selector.variable_cohort else (
+                self.selection.expected_cohort if ranking.cohort is None else ranking.cohort)
             selected, backups, notes = sorted(ranking.order[:count]), list(ranking.order[count:]), dict(ranking.notes)
         bad = self.config.quality.bad_data == "exclude"
         training = [c for c in selected if not (bad and c in self.data_failures)]
@@ -225,9 +226,12 @@ class Server:
                               f"{self.config.server.min_clients}. The global model was not changed.")
         n_dropped = sum(row["status"] == "dropped" for row in rows.values())
         n_rejected = sum(row["status"] == "rejected" for row in rows.values())
+        excluded = sorted(c for c, row in rows.items() if row["status"] == "excluded")
+        left_out = (f"; {len(excluded)} clients left out by server.min_reputation = "
+                    f"{self.config.server.min_reputation} ({excluded[:10]})") if excluded else ""
         raise RoundFailed(
             f"round {round_idx}: only {len(accepted)} usable updates from {len(selected)} selected "
-            f"clients ({n_dropped} dropped, {n_rejected} rejected); server.min_clients = "
+            f"clients ({n_dropped} dropped, {n_rejected} rejected){left_out}; server.min_clients = "
             f"{self.config.server.min_clients}. The global model was not changed."
         )
 

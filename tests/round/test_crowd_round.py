@@ -176,7 +176,10 @@ def test_contribution_values_sum_to_the_rounds_utility_gain():
     assert sum(values) == pytest.approx(full - step.score(before), abs=1e-9)
 
 
-def test_a_run_killed_inside_the_ledger_write_resumes_with_every_round_recorded_once(tmp_path):
+@pytest.mark.parametrize("point", ["ledger.write@3", "round.tracked@3"])
+def test_a_killed_run_resumes_with_every_round_recorded_once(tmp_path, point):
+    """Killed inside round 3's ledger write (none of its events), or after round 3 was recorded
+    and tracked (all of them): the resumed run records each round once, under one run id."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ckpt = tmp_path / "ckpt"
     code = textwrap.dedent(f"""
@@ -193,10 +196,11 @@ def test_a_run_killed_inside_the_ledger_write_resumes_with_every_round_recorded_
         res = run_training(run, SequentialExecutor(), checkpoints=CheckpointStore({str(ckpt)!r}, key="k"))
         print(res.digest)
     """)
-    env = {**os.environ, "FEDOPS_FAILPOINTS": "ledger.write@3"}
+    env = {**os.environ, "FEDOPS_FAILPOINTS": point}
     killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert sorted({e["round"] for e in Ledger(url).events()}) == [1, 2]  # nothing of round 3
+    written = [1, 2] if point.startswith("ledger") else [1, 2, 3]  # a round's events: all or none
+    assert sorted({e["round"] for e in Ledger(url).events()}) == written
     env.pop("FEDOPS_FAILPOINTS")
     resumed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -205,6 +209,7 @@ def test_a_run_killed_inside_the_ledger_write_resumes_with_every_round_recorded_
     for e in events:
         per_round.setdefault(e["round"], []).append((e["client"], e["kind"]))
     assert sorted(per_round) == [1, 2, 3, 4, 5]
+    assert len({e["run"] for e in events}) == 1
     # the same events as an uninterrupted run on another ledger
     other = f"sqlite:///{tmp_path / 'other.db'}"
     cfg = _cfg(reputation={"enabled": True, "ledger": other, "task": "t"}, simulation={"dropout_prob": 0.3})
@@ -237,3 +242,15 @@ def test_fedcs_takes_the_clients_that_meet_the_deadline_on_the_virtual_clock():
     assert sorted(r["client_id"] for r in rows) == [1, 4]  # only speeds 2 and 4 finish within 0.6 s
     assert all("<= deadline 0.6 s" in r["selection"] for r in rows)
     assert tables.records[0].metrics["time/simulated_round_s"] <= 0.6
+
+
+def test_fedcs_keeps_its_backups_out_of_the_cohort_when_few_clients_meet_the_deadline():
+    speeds = (1, 2, 1, 0.5, 4, 1)
+    table = [{"cpu_cores": 2, "ram_mb": 100, "storage_mb": 10, "bandwidth_mbps": 8000, "speed": s} for s in speeds]
+    cfg = _cfg(devices={"source": "table", "step_s": 0.5, "table": table},
+               server={"selector": {"name": "fedcs", "deadline_s": 0.6}, "rounds": 1, "backups": 2})
+    run = FederatedRun(cfg, _world(cfg))
+    candidates, excluded, context = run.crowd.selection_inputs()
+    plan = run.server.plan(1, candidates=candidates, context=context, excluded=excluded)
+    assert plan.selected == [1, 4]  # the two that fit, though 3 are wanted
+    assert plan.backups == [0, 2]  # the next by expected time alone (1 s each; ties to the lower id)
