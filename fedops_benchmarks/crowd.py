@@ -214,7 +214,12 @@ def backups(*, log=print) -> dict[str, Any]:
 
 
 # --- contribution ---------------------------------------------------------------------------------
-GTG_SEEDS = (0, 1, 2)
+GTG_SEEDS = (2, 3, 4)
+"""Seeds 0 and 1 were used to choose the budgeted setting below; the table reports others."""
+GTG_BUDGET = {"name": "gtg_shapley", "max_permutations": 8}
+"""GTG-Shapley with one guided permutation per client (8), chosen on seeds 0-1 as the setting with
+the highest cumulative Pearson among those with at most 25% of exact Shapley's evaluations
+(tried: 8, 12, 16 permutations x eps_within 0.001, 0.005, 0.01)."""
 GTG_ROUNDS = 10
 FLIP_SEEDS = tuple(range(10))
 FLIP_ROUNDS = 20
@@ -229,8 +234,10 @@ def gtg_against_exact(*, log=print) -> dict[str, Any]:
     from fedops.round import FederatedRun, SequentialExecutor
     from fedops.round.crowd import ContributionStep
 
-    exact, gtg = ESTIMATORS.build("exact_shapley"), ESTIMATORS.build("gtg_shapley")
-    per_round, evals, cumulative = [], [], []
+    estimators = {"exact": ESTIMATORS.build("exact_shapley"), "gtg": ESTIMATORS.build("gtg_shapley"),
+                  "gtg_budget": ESTIMATORS.build(GTG_BUDGET)}
+    per_round, evals, cumulative = {k: [] for k in ("gtg", "gtg_budget")}, {k: [] for k in estimators}, \
+        {k: [] for k in ("gtg", "gtg_budget")}
     for seed in GTG_SEEDS:
         cfg = _fmnist(seed, **{"partition.num_clients": 8, "server.fraction": 1.0, "server.rounds": GTG_ROUNDS,
                                "devices.source": "none", "contribution": {"enabled": True, "estimator": "exact_shapley"}})
@@ -238,7 +245,7 @@ def gtg_against_exact(*, log=print) -> dict[str, Any]:
         plain = _override(cfg, {"contribution.enabled": False})
         run = FederatedRun(plain, world)
         step = ContributionStep(cfg, world, device=run.eval_device)
-        cum = {"exact": {}, "gtg": {}}
+        cum = {k: {} for k in estimators}
         for r in range(1, GTG_ROUNDS + 1):
             before = run.params.clone()
             run.run_round(r, SequentialExecutor(), evaluate=False)
@@ -246,26 +253,23 @@ def gtg_against_exact(*, log=print) -> dict[str, Any]:
             shared = reconstruction_utility(params=before, updates=dict(zip(batch.client_ids, batch.deltas)),
                                             weights=dict(zip(batch.client_ids, batch.weights)), score=step.score)
             res = {}
-            for name, est in (("exact", exact), ("gtg", gtg)):
-                u = Utility(shared, shared.players)
+            for name, est in estimators.items():
+                u = Utility(shared, shared.players)  # the same game; each estimator's evaluations counted alone
                 res[name] = est.estimate(u, rng=numpy_rng(seed, STREAM_CONTRIBUTION, r))
+                evals[name].append(res[name].evaluations)
                 for c, v in res[name].values.items():
                     cum[name][c] = cum[name].get(c, 0.0) + v
             ids = sorted(res["exact"].values)
             a = [res["exact"].values[c] for c in ids]
-            b = [res["gtg"].values[c] for c in ids]
-            corr = float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
-            per_round.append({"seed": seed, "round": r, "pearson": corr, "truncated": res["gtg"].truncated,
-                              "gain": shared(frozenset(ids)) - shared(frozenset())})
-            evals.append((res["gtg"].evaluations, res["exact"].evaluations))
+            for name in per_round:
+                b = [res[name].values[c] for c in ids]
+                corr = float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
+                per_round[name].append({"seed": seed, "round": r, "pearson": corr, "truncated": res[name].truncated})
         ids = sorted(cum["exact"])
-        cumulative.append(float(np.corrcoef([cum["exact"][c] for c in ids], [cum["gtg"][c] for c in ids])[0, 1]))
-        log(f"  seed {seed}: cumulative Pearson {cumulative[-1]:.4f}; per round "
-            + ", ".join(f"{p['pearson']:.3f}" for p in per_round[-GTG_ROUNDS:]))
-    scored = [p["pearson"] for p in per_round if not p["truncated"] and np.isfinite(p["pearson"])]
-    ratio = sum(g for g, _ in evals) / sum(e for _, e in evals)
-    return {"per_round": per_round, "cumulative": cumulative, "eval_ratio": ratio,
-            "gtg_evals": [g for g, _ in evals], "exact_evals": evals[0][1], "scored": scored}
+        for name in cumulative:
+            cumulative[name].append(float(np.corrcoef([cum["exact"][c] for c in ids], [cum[name][c] for c in ids])[0, 1]))
+        log(f"  seed {seed}: cumulative Pearson " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in cumulative.items()))
+    return {"per_round": per_round, "cumulative": cumulative, "evals": evals}
 
 
 def flipped(*, log=print) -> dict[str, Any]:
@@ -304,18 +308,23 @@ def flipped(*, log=print) -> dict[str, Any]:
 def contribution(*, log=print) -> dict[str, Any]:
     g = gtg_against_exact(log=log)
     f = flipped(log=log)
-    scored = g["scored"]
+    exact_evals = float(np.mean(g["evals"]["exact"]))
     lines = ["", "**GTG-Shapley against exact Shapley** (Fashion-MNIST, 8 clients, Dirichlet 0.5, all 8 every round, "
-             f"{GTG_ROUNDS} rounds, seeds {list(GTG_SEEDS)}; both on the same reconstructed game, scored by accuracy "
-             "on 1,000 validation rows):", "",
-             "| measure | value |", "| --- | --- |",
-             f"| Pearson of cumulative values (per seed) | {', '.join(f'{v:.4f}' for v in g['cumulative'])} |",
-             f"| Pearson per round, rounds GTG scored ({len(scored)} of {len(g['per_round'])}) | mean "
-             f"{np.mean(scored):.4f}, min {np.min(scored):.4f} |",
-             f"| rounds GTG truncated (utility gain < 0.001) | {sum(p['truncated'] for p in g['per_round'])} |",
-             f"| utility evaluations, GTG / exact | {np.mean(g['gtg_evals']):.1f} / {g['exact_evals']} per round "
-             f"({100 * g['eval_ratio']:.1f}%) |", "",
-             f"**Label-flipped clients** (Adult, 10 clients IID, all 10 every round, {FLIP_ROUNDS} rounds, 2 clients "
+             f"{GTG_ROUNDS} rounds, seeds {list(GTG_SEEDS)}; each estimator on the same reconstructed game, scored by "
+             f"accuracy on 1,000 validation rows; exact Shapley evaluates {exact_evals:.0f} coalitions a round):", "",
+             "| estimator | Pearson of cumulative values (per seed) | Pearson per round (mean, min) | rounds truncated | "
+             "utility evaluations per round (of exact's) |", "| --- | --- | --- | --- | --- |"]
+    for name, label in (("gtg", "GTG-Shapley, defaults (run to convergence)"),
+                        ("gtg_budget", "GTG-Shapley, 8 guided permutations")):
+        scored = [p["pearson"] for p in g["per_round"][name] if not p["truncated"] and np.isfinite(p["pearson"])]
+        ev = float(np.mean(g["evals"][name]))
+        lines.append(f"| {label} | {', '.join(f'{v:.4f}' for v in g['cumulative'][name])} | {np.mean(scored):.4f}, "
+                     f"{np.min(scored):.4f} | {sum(p['truncated'] for p in g['per_round'][name])} | {ev:.1f} "
+                     f"({100 * ev / exact_evals:.1f}%) |")
+    lines += ["", "The 8-permutation setting was chosen on seeds 0 and 1 (among 8, 12, 16 permutations and eps_within "
+              "0.001, 0.005, 0.01: the best cumulative Pearson at ≤ 25% of the evaluations); the seeds above were not "
+              "used to choose it.", "",
+              f"**Label-flipped clients** (Adult, 10 clients IID, all 10 every round, {FLIP_ROUNDS} rounds, 2 clients "
              "flip every label, GTG-Shapley, 1,000 points split by cumulative contribution):", "",
              "| seed | flipped clients | their ranks (1 = lowest) | their cumulative values | lowest honest value | "
              "their points | fewest honest points | accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
