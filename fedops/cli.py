@@ -290,8 +290,17 @@ def ledger(
         from fedops.reputation.export import ledger_tables
         from fedops.round.crowd import ledger_url
 
+        from sqlalchemy.engine import make_url
+
+        from fedops.reputation import LedgerError
+
         rep = cfg.reputation
-        book = Ledger(ledger_url(url or rep.ledger, workdir.resolve()))
+        resolved = ledger_url(url or rep.ledger, workdir.resolve(), create=False)
+        db = make_url(resolved).database
+        if make_url(resolved).drivername.startswith("sqlite") and db and db != ":memory:" and not Path(db).is_file():
+            raise LedgerError(f"no reputation ledger at {db}: a run with reputation.enabled writes it there "
+                              "(or pass --url / --workdir)")
+        book = Ledger(resolved)
         events, clients = ledger_tables(book, task=task,
                                         params=ReputationParams(kappa=rep.kappa, eta=rep.eta, fading=rep.fading))
         t = Table(title=f"reputation ({len(events)} events{f' of task {task}' if task else ''})")

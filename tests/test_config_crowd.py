@@ -70,3 +70,13 @@ def test_fedops_run_refuses_an_unreachable_ledger_before_writing_anything(tmp_pa
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "reputation ledger" in proc.stderr and "cannot be reached" in proc.stderr
     assert list(work.iterdir()) == []
+
+
+def test_fedops_ledger_on_a_work_directory_without_a_ledger_says_so_and_creates_nothing(tmp_path):
+    work = tmp_path / "none"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "fedops.cli", "ledger", "params.yaml", "--workdir", str(work)],
+                          capture_output=True, text=True, timeout=300, cwd=root, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"no reputation ledger at {work / 'ledger.db'}" in proc.stderr
+    assert not work.exists()

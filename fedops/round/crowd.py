@@ -33,9 +33,9 @@ from fedops.rng import STREAM_CONTRIBUTION, numpy_rng
 from fedops.selection import SelectionContext
 
 
-def ledger_url(url: str, root: Path | None) -> str:
+def ledger_url(url: str, root: Path | None, *, create: bool = True) -> str:
     """A relative SQLite path in ``url`` made absolute under ``root`` (the work directory, created
-    when missing: the default ledger lives there)."""
+    when missing and ``create``: the default ledger lives there)."""
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
@@ -43,7 +43,8 @@ def ledger_url(url: str, root: Path | None) -> str:
             or Path(u.database).is_absolute():
         return url
     path = Path(root) / u.database
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return u.set(database=str(path)).render_as_string(hide_password=False)
 
 
