@@ -16,7 +16,6 @@ training: which clients they are is the simulator's knowledge, never the server'
 from __future__ import annotations
 
 import functools
-
 import threading
 import time
 from contextlib import contextmanager

@@ -16,8 +16,10 @@ def ledger_tables(ledger: Ledger, *, task: str | None = None, clients: Iterable 
     import pandas as pd
 
     events = ledger.events(task=task)
-    ids = sorted({str(c) for c in clients} if clients is not None else {e["client"] for e in ledger.events()},
-                 key=lambda c: (len(c), c))
+    named = {str(c) for c in clients} if clients is not None else None
+    if named is None:
+        named = {e["client"] for e in (events if task is None else ledger.events())}
+    ids = sorted(named, key=lambda c: (len(c), c))
     rows = []
     for c, op in ledger.opinions(ids, params=params).items():
         rows.append({"client": c, "positive": op.positive, "negative": op.negative, "belief": op.belief,

@@ -110,16 +110,26 @@ class Ledger:
                 conn.execute(self.events_table.insert(), rows[half:])
         return len(rows)
 
-    def events(self, *, client: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
-        """Events in the order they were written (the ledger's state, exportable as a table)."""
+    def events(self, *, client: str | None = None, task: str | None = None,
+               clients: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Events in the order they were written (the ledger's state, exportable as a table), of
+        one ``client``, of any of ``clients``, and of one ``task`` when given."""
         t = self.events_table
-        q = t.select().order_by(t.c.id)
+        q = t.select()
         if client is not None:
             q = q.where(t.c.client == str(client))
         if task is not None:
             q = q.where(t.c.task == str(task))
+        if clients is None:
+            groups = [q]
+        else:
+            ids = [str(c) for c in clients]
+            groups = [q.where(t.c.client.in_(ids[i:i + 500])) for i in range(0, len(ids), 500)]
+        rows: list[dict[str, Any]] = []
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            for g in groups:
+                rows += [dict(r._mapping) for r in conn.execute(g)]
+        return sorted(rows, key=lambda r: r["id"])
 
     def evidence(self, clients: Sequence[str], *, params: ReputationParams = ReputationParams(),
                  current_task: str | None = None, exclude_run: str | None = None) -> dict[str, tuple[float, float]]:
@@ -127,9 +137,12 @@ class Ledger:
         client's tasks came after its task (tasks ordered by their first event); ``current_task``
         counts as the newest of every client's tasks (a run about to add events to it), and the
         events of ``exclude_run`` (that run's own, which it keeps itself) are left out."""
+        by_client: dict[str, list[dict[str, Any]]] = {str(c): [] for c in clients}
+        for e in self.events(clients=list(by_client)):  # one query per 500 clients, in the order written
+            if exclude_run is None or e["run"] != exclude_run:
+                by_client[e["client"]].append(e)
         out = {}
-        for c in clients:
-            evs = [e for e in self.events(client=str(c)) if exclude_run is None or e["run"] != exclude_run]
+        for c, evs in by_client.items():
             order: list[str] = []
             for e in evs:  # tasks by their first event
                 if e["task"] not in order and e["task"] != current_task:
@@ -137,7 +150,7 @@ class Ledger:
             if current_task is not None:
                 order.append(current_task)
             age = {task: len(order) - 1 - i for i, task in enumerate(order)}
-            out[str(c)] = faded_counts([(e["kind"], age[e["task"]]) for e in evs], fading=params.fading)
+            out[c] = faded_counts([(e["kind"], age[e["task"]]) for e in evs], fading=params.fading)
         return out
 
     def opinions(self, clients: Sequence[str], *, params: ReputationParams = ReputationParams()) -> dict[str, Opinion]:

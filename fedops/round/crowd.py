@@ -30,6 +30,7 @@ import torch
 from fedops.config import Config
 from fedops.incentives.devices import client_time, dropout_draw, local_steps
 from fedops.rng import STREAM_CONTRIBUTION, numpy_rng
+from fedops.round.outputs import _Quiet
 from fedops.selection import SelectionContext
 
 
@@ -106,6 +107,9 @@ class CrowdStep:
                                          exclude_run=run_id)
             self.prior = {c: prior[str(c)] for c in ids}
         self.contribution = ContributionStep(config, world, device=device) if config.contribution.enabled else None
+        self.expected_times = self._expected_times()
+        self.features = None if self.profiles is None else {
+            c: {"cpu": p.cpu_cores, "ram": p.ram_mb, "storage": p.storage_mb} for c, p in enumerate(self.profiles)}
         # state across rounds
         self.evidence: dict[int, list[float]] = {}
         """This run's (positive, negative) event counts per client (age 0: the current task)."""
@@ -136,7 +140,8 @@ class CrowdStep:
         return out
 
     # --- before selection ---------------------------------------------------------------------
-    def expected_times(self) -> dict[int, tuple[float, float]] | None:
+    def _expected_times(self) -> dict[int, tuple[float, float]] | None:
+        """Each client's expected ``(download + compute, upload)`` seconds (fixed for the run)."""
         if self.profiles is None:
             return None
         spec, sizes = self.config.client, self.runtime.sizes()
@@ -158,10 +163,8 @@ class CrowdStep:
             from fedops.selection.crowd import exclude_below
 
             candidates, excluded = exclude_below(reps, threshold=threshold)
-        features = None if self.profiles is None else {
-            c: {"cpu": p.cpu_cores, "ram": p.ram_mb, "storage": p.storage_mb} for c, p in enumerate(self.profiles)}
-        return candidates, excluded, SelectionContext(num_clients=n, features=features, reputation=reps,
-                                                      times=self.expected_times())
+        return candidates, excluded, SelectionContext(num_clients=n, features=self.features, reputation=reps,
+                                                      times=self.expected_times)
 
     # --- after the update path ----------------------------------------------------------------
     def after_round(self, round_idx: int, *, rows: dict[int, dict[str, Any]], trained: set[int],
@@ -269,7 +272,7 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-class LedgerObserver:
+class LedgerObserver(_Quiet):
     """Writes the run's events to the reputation ledger at the edge: each round's (from its
     released client table) after the round is checkpointed, and the task's points at the end;
     every write at most once per (run, round)."""
@@ -286,9 +289,6 @@ class LedgerObserver:
         self.crowd.ledger.record(task=self.crowd.task, run=run.run_id, round_idx=record.round,
                                  events=events_from_rows(record.client_table), once=True)
 
-    def abandoned(self, extras: dict[str, Any]) -> None:
-        pass
-
     def started(self, run, *, resumed_from: int | None) -> None:
         if resumed_from:  # killed after the checkpoint, before the write: the round's events now
             self._record(run, run.last_record)
@@ -302,9 +302,6 @@ class LedgerObserver:
         points = (run.extras.get("incentives") or {}).get("points") or {}
         events = [LedgerEvent(str(c), "points", value=float(p)) for c, p in sorted(points.items())]
         self.crowd.ledger.record(task=self.crowd.task, run=run.run_id, round_idx=None, events=events, once=True)
-
-    def failed(self, run, *, status: str, error: BaseException) -> None:
-        pass
 
 
 def check_ledger(config: Config, workdir: Path | None) -> None:

@@ -82,3 +82,15 @@ def test_a_process_killed_inside_a_rounds_write_leaves_none_of_its_events(tmp_pa
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     rounds = [e["round"] for e in Ledger(url).events()]
     assert rounds == [1] * 6  # round 1 whole, nothing of round 2 (half of it was inserted when killed)
+
+
+def test_evidence_of_many_clients_reads_the_ledger_in_chunks_and_matches_one_by_one(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    events = [LedgerEvent(str(c), "completed" if c % 3 else "dropped") for c in range(0, 1200, 7)]
+    ledger.record(task="t1", run="r1", round_idx=1, events=events)
+    ledger.record(task="t2", run="r2", round_idx=1, events=[LedgerEvent("700", "rejected"), LedgerEvent("5", "completed")])
+    ids = [str(c) for c in range(1200)]
+    many = ledger.evidence(ids, current_task="t3")
+    assert many == {c: ledger.evidence([c], current_task="t3")[c] for c in ids}
+    assert many["700"] == pytest.approx((0.8 ** 2, 0.8))  # t1 two tasks old, t2 one
+    assert many["5"] == (0.8, 0.0) and many["1"] == (0.0, 0.0)
