@@ -286,21 +286,19 @@ def ledger(
     """Print each client's reputation from the reputation ledger (and export its events)."""
     with _user_errors():
         cfg = _load(config, sets)
-        from fedops.reputation import Ledger, ReputationParams
+        from sqlalchemy.engine import make_url
+
+        from fedops.reputation import Ledger, LedgerError, ReputationParams
         from fedops.reputation.export import ledger_tables
         from fedops.round.crowd import ledger_url
 
-        from sqlalchemy.engine import make_url
-
-        from fedops.reputation import LedgerError
-
         rep = cfg.reputation
-        resolved = ledger_url(url or rep.ledger, workdir.resolve(), create=False)
-        db = make_url(resolved).database
-        if make_url(resolved).drivername.startswith("sqlite") and db and db != ":memory:" and not Path(db).is_file():
+        resolved = make_url(ledger_url(url or rep.ledger, workdir.resolve(), create=False))
+        db = resolved.database
+        if resolved.drivername.startswith("sqlite") and db and db != ":memory:" and not Path(db).is_file():
             raise LedgerError(f"no reputation ledger at {db}: a run with reputation.enabled writes it there "
                               "(or pass --url / --workdir)")
-        book = Ledger(resolved)
+        book = Ledger(resolved.render_as_string(hide_password=False))
         events, clients = ledger_tables(book, task=task,
                                         params=ReputationParams(kappa=rep.kappa, eta=rep.eta, fading=rep.fading))
         t = Table(title=f"reputation ({len(events)} events{f' of task {task}' if task else ''})")

@@ -113,7 +113,6 @@ class CrowdStep:
         # state across rounds
         self.evidence: dict[int, list[float]] = {}
         """This run's (positive, negative) event counts per client (age 0: the current task)."""
-        self.cumulative: dict[int, float] = {}
         self.contributions: list[dict[str, Any]] = []
         """Per round and client: ``{"round", "client_id", "value"}`` (the contribution table)."""
         self.simulated_total_s = 0.0
@@ -125,6 +124,14 @@ class CrowdStep:
         on = (config.devices.enabled or config.contribution.enabled or config.reputation.enabled
               or config.incentives.budget > 0 or config.server.backups > 0)
         return cls(config, world, **kwargs) if on else None
+
+    @property
+    def cumulative(self) -> dict[int, float]:
+        """Each client's contribution summed over the rounds so far."""
+        out: dict[int, float] = {}
+        for row in self.contributions:
+            out[row["client_id"]] = out.get(row["client_id"], 0.0) + row["value"]
+        return out
 
     # --- reputation ---------------------------------------------------------------------------
     def reputations(self) -> dict[int, float] | None:
@@ -181,7 +188,6 @@ class CrowdStep:
             result = self.contribution(round_idx, params=params, batch=batch)
             for c, v in result.values.items():
                 rows[c]["contribution"] = float(v)
-                self.cumulative[c] = self.cumulative.get(c, 0.0) + float(v)
                 self.contributions.append({"round": round_idx, "client_id": int(c), "value": float(v)})
             metrics.update({"contribution/evaluations": float(result.evaluations),
                             "contribution/permutations": float(result.permutations),
@@ -243,10 +249,10 @@ class CrowdStep:
 
         completed = self.completed
         participants = sorted(c for c, k in completed.items() if k > 0)
-        sizes = self.runtime.sizes()
+        sizes, cumulative = self.runtime.sizes(), self.cumulative
         points = split_points(budget=inc.budget, scheme=inc.scheme, participants=participants,
                               sizes={c: sizes[c] for c in participants},
-                              contributions={c: self.cumulative.get(c, 0.0) for c in participants}, floor=inc.floor)
+                              contributions={c: cumulative.get(c, 0.0) for c in participants}, floor=inc.floor)
         return {"scheme": inc.scheme, "budget": inc.budget, "floor": inc.floor,
                 "points": {int(c): float(p) for c, p in points.items()},
                 "rounds_completed": {int(c): int(completed[c]) for c in participants}}
@@ -255,14 +261,13 @@ class CrowdStep:
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task, "prior": {c: list(v) for c, v in self.prior.items()},
                 "evidence": {c: list(v) for c, v in self.evidence.items()},
-                "cumulative": dict(self.cumulative), "contributions": [dict(r) for r in self.contributions],
+                "contributions": [dict(r) for r in self.contributions],
                 "simulated_total_s": self.simulated_total_s, "completed": dict(self.completed)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.task = state["task"]
         self.prior = {int(c): tuple(v) for c, v in state["prior"].items()}
         self.evidence = {int(c): list(v) for c, v in state["evidence"].items()}
-        self.cumulative = {int(c): float(v) for c, v in state["cumulative"].items()}
         self.contributions = [dict(r) for r in state["contributions"]]
         self.simulated_total_s = float(state["simulated_total_s"])
         self.completed = {int(c): int(k) for c, k in state["completed"].items()}

@@ -184,10 +184,10 @@ class MlflowObserver:
             client.log_figure(rid, contribution_figure(table), "plots/contribution.png")
         incentives = run.extras.get("incentives")
         if incentives:
-            points = incentives["points"]
+            points, cumulative = incentives["points"], crowd.cumulative
             client.log_table(rid, pd.DataFrame(
                 [{"client_id": int(c), "points": float(p), "rounds_completed": incentives["rounds_completed"][c],
-                  "contribution": crowd.cumulative.get(int(c))} for c, p in sorted(points.items())]),
+                  "contribution": cumulative.get(int(c))} for c, p in sorted(points.items())]),
                 "incentives/points.json")
             self.tracker.log_metrics({"incentives/points_total": float(sum(points.values())),
                                       "incentives/participants": float(len(points))}, step=result.rounds)
