@@ -38,6 +38,9 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """Federated-learning MLOps pipeline."""
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks and paper replications.")
 app.add_typer(bench_app, name="bench")
+from fedops.market.cli import market_app  # noqa: E402  (light: typer only)
+
+app.add_typer(market_app, name="market")
 console = Console(stderr=True)
 out = Console()
 

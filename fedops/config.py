@@ -104,15 +104,32 @@ class PartitionSection(Section):
 
     num_clients: int = Field(20, ge=1, le=10_000_000)
     partitioner: Annotated[Any, _plugin(_partitioners)] = {"name": "dirichlet", "alpha": 0.5}
+    keep: list[int] = Field(default_factory=list, max_length=100_000)
+    """The partitions that train, in client order (empty: all ``num_clients``): client ``j`` of the
+    run holds partition ``keep[j]``. The marketplace runs a task on its enrolled owners' partitions."""
 
     @model_validator(mode="before")
     @classmethod
     def _flat(cls, data: Any) -> Any:
         if isinstance(data, dict) and "partitioner" not in data:
             data = dict(data)
-            own = {k: data.pop(k) for k in list(data) if k in ("num_clients",)}
+            own = {k: data.pop(k) for k in list(data) if k in ("num_clients", "keep")}
             return {**own, "partitioner": data or {"name": "dirichlet", "alpha": 0.5}}
         return data
+
+    @model_validator(mode="after")
+    def _keep(self) -> "PartitionSection":
+        bad = [c for c in self.keep if not 0 <= c < self.num_clients]
+        if bad:
+            raise ValueError(f"partition.keep = {bad[:10]}: no such partition; allowed: 0..{self.num_clients - 1}")
+        if len(set(self.keep)) != len(self.keep):
+            raise ValueError(f"partition.keep names a partition twice: {self.keep[:20]}")
+        return self
+
+    @property
+    def clients(self) -> int:
+        """How many clients train: ``len(keep)`` when given, else ``num_clients``."""
+        return len(self.keep) or self.num_clients
 
 
 class ClientSection(Section):
@@ -287,6 +304,9 @@ class ReputationSection(Section):
     kappa: float = Field(1.0, gt=0)
     eta: float = Field(3.0, gt=0)
     fading: float = Field(0.8, gt=0, le=1)
+    client_ids: list[str] = Field(default_factory=list, max_length=100_000)
+    """The ledger's name of each client, in client order (empty: the client's index). The
+    marketplace names its owners, so a reputation follows an owner across tasks."""
 
     @model_validator(mode="after")
     def _check(self) -> "ReputationSection":
@@ -530,7 +550,11 @@ class Config(Section):
     @model_validator(mode="after")
     def _combinations(self) -> "Config":
         self._check_fairness()
-        k = self.partition.num_clients
+        k = self.partition.clients
+        ids = self.reputation.client_ids
+        if ids and (len(ids) != k or len(set(ids)) != k or not all(i.strip() for i in ids)):
+            raise ValueError(f"reputation.client_ids has {len(ids)} names ({len(set(ids))} distinct) for {k} clients; "
+                             "expected one distinct, non-empty name per client")
         per_round = clients_per_round(k, self.server.fraction)
         self._check_crowd(k, per_round)
         if self.server.min_clients > per_round:
@@ -548,9 +572,10 @@ class Config(Section):
         known = getattr(self.data, "num_train", None)  # data sets whose size the config fixes (synthetic)
         if isinstance(known, int):
             per_client = max(1, int(getattr(self.partition.partitioner, "min_size", 1) or 1))
-            if k * per_client > known:
+            n = self.partition.num_clients
+            if n * per_client > known:
                 raise ValueError(
-                    f"partition.num_clients = {k} needs at least {k * per_client} training examples ({per_client} per "
+                    f"partition.num_clients = {n} needs at least {n * per_client} training examples ({per_client} per "
                     f"client), but data.num_train = {known}; allowed: 1..{known // per_client} clients"
                 )
         bad = [c for c in sim.missing_values.clients if c >= k]
@@ -747,7 +772,7 @@ class Config(Section):
                 f"{', '.join(ok)} (secure aggregation quantises to fixed point with a shared scale itself)"
             )
         # The most clients that can be in one sum: the round size, or everyone under Poisson sampling.
-        n = self.partition.num_clients if self.server.selector.variable_cohort else per_round
+        n = self.partition.clients if self.server.selector.variable_cohort else per_round
         check_overflow(n=n, clip=self.secagg.clip, scale=self.secagg.scale, bits=self.secagg.bits)
 
     def to_params(self) -> dict[str, Any]:

@@ -103,9 +103,9 @@ class CrowdStep:
             self.params = ReputationParams(kappa=rep.kappa, eta=rep.eta, fading=rep.fading)
             self.ledger = Ledger(ledger_url(rep.ledger, workdir))  # unreachable: LedgerError, nothing written
             ids = list(range(self.runtime.num_clients))
-            prior = self.ledger.evidence([str(c) for c in ids], params=self.params, current_task=self.task,
+            prior = self.ledger.evidence([self.name(c) for c in ids], params=self.params, current_task=self.task,
                                          exclude_run=run_id)
-            self.prior = {c: prior[str(c)] for c in ids}
+            self.prior = {c: prior[self.name(c)] for c in ids}
         self.contribution = ContributionStep(config, world, device=device) if config.contribution.enabled else None
         self.expected_times = self._expected_times()
         self.features = None if self.profiles is None else {
@@ -118,6 +118,11 @@ class CrowdStep:
         self.simulated_total_s = 0.0
         self.completed: dict[int, int] = {}
         """Rounds each client completed (its update accepted) in this run."""
+
+    def name(self, client: int) -> str:
+        """The client's name in the ledger: ``reputation.client_ids[client]``, else its index."""
+        ids = self.config.reputation.client_ids
+        return ids[client] if ids else str(client)
 
     @classmethod
     def build(cls, config: Config, world: Any, **kwargs) -> "CrowdStep | None":
@@ -291,8 +296,9 @@ class LedgerObserver(_Quiet):
         if record is None or record.client_table is None:
             return
         # run.run_id, read at each write: a resumed run's id is the checkpoint's, not the one it was built with
+        rows = [{**row, "client_id": self.crowd.name(int(row["client_id"]))} for row in record.client_table]
         self.crowd.ledger.record(task=self.crowd.task, run=run.run_id, round_idx=record.round,
-                                 events=events_from_rows(record.client_table), once=True)
+                                 events=events_from_rows(rows), once=True)
 
     def started(self, run, *, resumed_from: int | None) -> None:
         if resumed_from:  # killed after the checkpoint, before the write: the round's events now
@@ -305,7 +311,7 @@ class LedgerObserver(_Quiet):
         from fedops.reputation import LedgerEvent
 
         points = (run.extras.get("incentives") or {}).get("points") or {}
-        events = [LedgerEvent(str(c), "points", value=float(p)) for c, p in sorted(points.items())]
+        events = [LedgerEvent(self.crowd.name(int(c)), "points", value=float(p)) for c, p in sorted(points.items())]
         self.crowd.ledger.record(task=self.crowd.task, run=run.run_id, round_idx=None, events=events, once=True)
 
 

@@ -63,13 +63,16 @@ def load_world(cfg: Config, paths: Paths) -> World:
             f"{manifest['num_clients']} clients, the config asks for {cfg.data.name!r} with "
             f"{cfg.partition.num_clients}: rerun the partition stage"
         )
-    indices = list(partition.indices)
+    keep = cfg.partition.keep or list(range(partition.num_clients))  # client j holds partition keep[j]
+    indices = [partition.indices[k] for k in keep]
+    meta = [partition.client_meta[k] for k in keep]
     bundle = cfg.data.to_bundle(client_raw(cfg, load_raw(cfg, paths), indices))
+    position = {k: j for j, k in enumerate(keep)}
     failures: dict[int, list[str]] = {
-        c["id"]: c.get("validation_failures", ["client data validation"])
-        for c in manifest["clients"] if c.get("validation") == "failed"
+        position[c["id"]]: c.get("validation_failures", ["client data validation"])
+        for c in manifest["clients"] if c.get("validation") == "failed" and c["id"] in position
     }
-    return world_from_bundle(cfg, bundle, partition_indices=indices, client_meta=list(partition.client_meta),
+    return world_from_bundle(cfg, bundle, partition_indices=indices, client_meta=meta,
                              data_failures=failures, manifest_sha256=sha256_bytes(manifest_bytes))
 
 
