@@ -19,6 +19,8 @@ LAYERS = {
     "fedops.config": 2, "fedops.client": 3, "fedops.server": 4,
     # 5: the round, its loop, executors, release; 6: the simulation and tracking around it; 7: the CLI
     "fedops.round": 5, "fedops.simulation": 6, "fedops.tracking": 6, "fedops.cli": 7,
+    # 7 too: the marketplace, an application beside the CLI (it triggers the flows' deployments)
+    "fedops.market": 7,
 }
 FLOWS = 7  # flows/ (Prefect) sit above the library; only the CLI, the application's entry point, calls them
 

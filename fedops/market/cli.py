@@ -40,6 +40,7 @@ def serve(
         child = None
         if runner:
             env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "2")}
+            env.pop("MLFLOW_TRACKING_URI", None)  # each task tracks into its own work directory's store
             log = open(market.root / "runner.log", "a")
             child = subprocess.Popen([sys.executable, "-m", "fedops.market.runner", str(market.root)], env=env,
                                      stdout=log, stderr=subprocess.STDOUT)

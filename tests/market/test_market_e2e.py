@@ -132,11 +132,9 @@ def test_a_pima_task_from_publication_to_the_downloaded_model(service, owners_da
 
     # the model downloads, and its files are the registered version's
     archive = requester.download_model(tid)
-    import mlflow as mlflow_api
-
-    mlflow_api.set_tracking_uri(stats["tracking_uri"])
-    mlflow_api.set_registry_uri(stats["tracking_uri"])
-    registered = Path(download_artifacts(artifact_uri=f"models:/{stats['model']['name']}/1"))
+    uri = stats["tracking_uri"]  # explicit URIs: nothing process-wide changes for the tests after this one
+    source = MlflowClient(uri, registry_uri=uri).get_model_version(stats["model"]["name"], "1").source
+    registered = Path(download_artifacts(artifact_uri=source, tracking_uri=uri))
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
         got = {n: hashlib.sha256(zf.read(n)).hexdigest() for n in zf.namelist()}
     want = {str(p.relative_to(registered)): hashlib.sha256(p.read_bytes()).hexdigest()
