@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request  # noqa: F401  (FastAPI: the type returned)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -72,7 +72,10 @@ class BodyLimit:
 
 
 def create_app(market: Market, *, max_body: int = 64 * 1024, prefect_ui: str | None = None) -> FastAPI:
-    app = FastAPI(title="fedops market", version="1",
+    from fastapi_offline import FastAPIOffline
+
+    # /docs and /redoc serve their scripts from the package, not a CDN (the page works offline)
+    app = FastAPIOffline(title="fedops market", version="1",
                   description="Requesters publish federated training tasks; data owners register their devices and "
                               "data-set fingerprints, join the tasks they are eligible for, and earn points and "
                               "reputation. Tasks run as Prefect deployments; results come from MLflow.")
@@ -81,26 +84,28 @@ def create_app(market: Market, *, max_body: int = 64 * 1024, prefect_ui: str | N
     templates.env.filters["when"] = _when
     app.state.market = market
 
-    def token_of(request: Request) -> str | None:
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            return auth[7:].strip()
-        return request.cookies.get(COOKIE)
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-    def caller(request: Request) -> Account:
-        return market.authenticate(token_of(request))
+    bearer = HTTPBearer(auto_error=False, description="The account's token (POST /api/v1/accounts shows it once)")
 
-    def maybe_caller(request: Request) -> Account | None:
+    def token_of(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str | None:
+        """The bearer token, else the web app's cookie."""
+        return creds.credentials.strip() if creds is not None else request.cookies.get(COOKIE)
+
+    def caller(token: str | None = Depends(token_of)) -> Account:
+        return market.authenticate(token)
+
+    def maybe_caller(token: str | None = Depends(token_of)) -> Account | None:
         try:
-            return market.authenticate(token_of(request)) if token_of(request) else None
+            return market.authenticate(token) if token else None
         except MarketError:
             return None
 
-    def owner(request: Request) -> Account:
-        return market.authenticate(token_of(request), role="owner")
+    def owner(token: str | None = Depends(token_of)) -> Account:
+        return market.authenticate(token, role="owner")
 
-    def requester(request: Request) -> Account:
-        return market.authenticate(token_of(request), role="requester")
+    def requester(token: str | None = Depends(token_of)) -> Account:
+        return market.authenticate(token, role="requester")
 
     @app.exception_handler(MarketError)
     async def _market_error(request: Request, exc: MarketError):

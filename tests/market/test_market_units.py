@@ -86,3 +86,57 @@ def test_the_training_config_trains_the_enrolled_partitions_under_the_owners_nam
     assert cfg.reputation.task == "market-" + "a" * 32 and cfg.incentives.budget == 90
     assert cfg.devices.source == "table" and len(cfg.devices.table) == 3
     assert config["partition"] == {"num_clients": 5, "name": "iid"}  # the requester's config is untouched
+
+
+def test_start_rules_cancel_start_by_hand_and_the_written_config(tmp_path):
+    """A start time that comes with too few owners cancels the task (the launcher's tick, no
+    Prefect needed for that); min_owners without a start time makes it due; a requester's start
+    writes the training config and closes enrolment."""
+    import yaml
+
+    from fedops.market.launcher import Launcher
+    from fedops.market.schemas import AccountIn, DatasetIn, TaskIn
+    from fedops.market.service import Market, MarketError
+
+    market = Market.at(tmp_path / "market")
+    config = demo_config(owners=5, rounds=2)
+    req, _ = market.register(AccountIn(role="requester", name="r"))
+    timed = market.publish(req, TaskIn.model_validate({**demo_task(config, min_owners=2),
+                                                       "start_at": "2999-01-01T00:00:00Z"}))
+    by_count = market.publish(req, TaskIn.model_validate(demo_task(config, min_owners=2)))
+    owners = []
+    for p in range(2):
+        o, _ = market.register(AccountIn(role="owner", name=f"o{p}", device=DEVICE))
+        ds = market.add_dataset(o, DatasetIn.model_validate({"name": "d", **_fp(config) | {
+            "binding": {**binding_of(parse_config(config)), "partition": p}}}))
+        owners.append((o, ds))
+    market.join(owners[0][0], timed.id, owners[0][1].id)
+    assert market.due() == []
+    assert ("cancel", timed.id) in market.due(now=32503680001)  # when the start time comes
+    with market.session() as s:  # the start time comes with one owner of the two needed
+        s.get(type(timed), timed.id).start_at = 1.0
+    Launcher(market).tick()  # the service's tick, once
+    assert market.task(timed.id).state == "cancelled"
+    assert "fewer owners than min_owners" in market.task(timed.id).note
+    market.join(owners[0][0], by_count.id, owners[0][1].id)
+    assert market.due() == []
+    market.join(owners[1][0], by_count.id, owners[1][1].id)
+    assert market.due() == [("start", by_count.id)]
+    # another requester cannot start it; its requester can
+    other, _ = market.register(AccountIn(role="requester", name="x"))
+    try:
+        market.begin_start(by_count.id, requester=other)
+        raise AssertionError("started another requester's task")
+    except MarketError as exc:
+        assert exc.status == 403
+    task = market.begin_start(by_count.id, requester=req)
+    assert task.state == "starting"
+    written = yaml.safe_load(market.config_path(task.id).read_text())
+    assert written["partition"]["keep"] == [0, 1]
+    assert written["reputation"]["client_ids"] == [owners[0][0].id, owners[1][0].id]
+    try:
+        market.join(owners[1][0], by_count.id, owners[1][1].id)
+        raise AssertionError("joined a started task")
+    except MarketError as exc:
+        assert exc.status == 409 and "starting" in exc.message
+    market.dispose()

@@ -5,6 +5,8 @@ metacharacters shows as text, never as markup. Screenshots go to test-artifacts/
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 import yaml
@@ -80,6 +82,18 @@ def test_publish_join_and_leave_in_the_browser(api_service, browser):
     # a bad token at the login form is refused with a message
     login(browser, url, "not-a-token", "/")
     assert "invalid token" in browser.find_element(By.ID, "error").text
+
+
+def test_the_openapi_page_renders_without_a_network(api_service, browser):
+    """/docs (Swagger UI) loads its scripts from the service itself: the browser has no network
+    beyond 127.0.0.1 (a dead proxy)."""
+    browser.get(f"{api_service.url}/docs")
+    deadline = time.time() + 60
+    while not browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path") and time.time() < deadline:
+        time.sleep(0.5)
+    paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/api/v1/tasks", "/api/v1/tasks/{task_id}/join", "/api/v1/accounts"} <= paths, sorted(paths)
+    screenshot(browser, "openapi")
 
 
 pytestmark = pytest.mark.slow
