@@ -351,7 +351,7 @@ def _task(market: Market, t: Task) -> dict[str, Any]:
             "min_owners": t.min_owners, "max_owners": t.max_owners, "joined": joined,
             "reward_budget": spec["reward_budget"], "model": spec.get("initial_model") or _model_key(cfg),
             "rounds": (cfg.get("server") or {}).get("rounds"), "test_set": _test_set(cfg),
-            "flow_run_ids": list(t.flow_run_ids), "created_at": t.created_at, "started_at": t.started_at}
+            "created_at": t.created_at, "started_at": t.started_at}
 
 
 def _model_key(cfg: dict[str, Any]) -> str | None:

@@ -52,7 +52,10 @@ def serve(
             launcher.start()
             console.print(f"fedops market on http://{host}:{port}/ (API: http://{host}:{port}/docs), "
                           f"database {market.url}", highlight=False, soft_wrap=True)
-            uvicorn.run(create_app(market), host=host, port=port, log_level="warning")
+            try:
+                uvicorn.run(create_app(market), host=host, port=port, log_level="warning")
+            except KeyboardInterrupt:  # uvicorn stopped gracefully on Ctrl-C or SIGTERM and passed the signal on
+                pass
         finally:
             if launcher is not None:
                 launcher.stop()

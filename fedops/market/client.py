@@ -8,11 +8,23 @@ from typing import Any
 
 import httpx
 
+from fedops.errors import FedopsError
 
-class MarketClientError(Exception):
+
+class MarketClientError(FedopsError):
+    """A refused call (``status``: the HTTP status, 0 when no service answered; ``detail``: why)."""
+
     def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(f"{status}: {detail}")
+        super().__init__(f"{status}: {detail}" if status else str(detail))
         self.status, self.detail = status, detail
+
+
+def _send(http: httpx.Client, method: str, path: str, **kw) -> httpx.Response:
+    try:
+        return http.request(method, path, **kw)
+    except httpx.TransportError as exc:
+        raise MarketClientError(0, f"no market service answered at {http.base_url}: {exc} (start one with "
+                                   "`fedops market serve`)") from None
 
 
 class MarketClient:
@@ -31,7 +43,7 @@ class MarketClient:
 
     def _call(self, method: str, path: str, **kw) -> Any:
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-        r = self._http.request(method, path, headers=headers, **kw)
+        r = _send(self._http, method, path, headers=headers, **kw)
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail")
@@ -45,7 +57,7 @@ class MarketClient:
     def register(cls, url: str, *, role: str, name: str, device: dict[str, Any] | None = None) -> "MarketClient":
         """A new account; the returned client holds its token (``.token``) and id (``.account_id``)."""
         with httpx.Client(base_url=url.rstrip("/") + "/api/v1", timeout=60) as http:
-            r = http.post("/accounts", json={"role": role, "name": name, **({"device": device} if device else {})})
+            r = _send(http, "POST", "/accounts", json={"role": role, "name": name, **({"device": device} if device else {})})
         if r.status_code >= 400:
             raise MarketClientError(r.status_code, r.json().get("detail"))
         body = r.json()

@@ -56,6 +56,7 @@ def run_demo(*, url: str, owners: int, rounds: int, data_dir: Path, say: Callabl
     from fedops.market.client import MarketClient, MarketClientError
     from fedops.market.owner import fingerprints, prepare
 
+    MarketClient(url).tasks()  # a service answers there (else a clear error before any preparation)
     config = demo_config(owners=owners, rounds=rounds)
     cfg = parse_config(config)
     say(f"preparing the owners' data set in {data_dir} (pima, {owners} partitions) ...")

@@ -25,6 +25,8 @@ class Launcher:
         self.market, self.deployment, self.poll_s, self.attempts = market, deployment, poll_s, attempts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._settled: set[str] = set()
+        """Tasks whose last run completed, or that ran out of attempts: not polled again."""
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="fedops-market-launcher", daemon=True)
@@ -50,13 +52,14 @@ class Launcher:
                 continue
             try:
                 self.market.begin_start(task_id)
-            except MarketError as exc:
-                self.market.set_note(task_id, exc.message)
+            except MarketError as exc:  # e.g. the enrolled owners' devices break the config: not retried
+                self.market.mark_cancelled(task_id, f"could not start: {exc.message}")
                 log.warning("task %s: %s", task_id, exc.message)
         for task in self.market.tasks(state=STARTING):
             self.trigger(task.id, attempt=1)
         for task in self.market.tasks(state=LAUNCHED):
-            self._reconcile(task)
+            if task.id not in self._settled:
+                self._reconcile(task)
 
     def trigger(self, task_id: str, *, attempt: int) -> str:
         from prefect.deployments import run_deployment
@@ -77,11 +80,14 @@ class Launcher:
         if not runs:
             return
         last = runs[-1]
-        if last["type"] in RETRY_STATES:
+        if last["type"] == "COMPLETED":
+            self._settled.add(task.id)
+        elif last["type"] in RETRY_STATES:
             if len(task.flow_run_ids) < self.attempts:
                 self.trigger(task.id, attempt=len(task.flow_run_ids) + 1)
-            elif task.note is None or "gave up" not in task.note:
+            else:
                 self.market.set_note(task.id, f"gave up after {self.attempts} attempts: the last run is {last['state']}")
+                self._settled.add(task.id)
 
 
 def serve_runner(root: str) -> None:  # pragma: no cover - the runner process (tested end to end)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 """Data set kinds, column names and labels: identifiers (they reach configs and file names)."""
 
+Ident = Annotated[str, StringConstraints(pattern=IDENT)]
 Text = Field(min_length=1, max_length=200)
 
 
@@ -72,21 +73,11 @@ class DatasetIn(Strict):
 
     name: str = Field(pattern=IDENT)
     kind: str = Field(pattern=IDENT)
-    columns: list[str] = Field(min_length=1, max_length=1000)
+    columns: list[Ident] = Field(min_length=1, max_length=1000)
     rows: int = Field(ge=0, le=10**12)
     labels: dict[str, int] = Field(max_length=1000)
     validation: ValidationResult
     binding: Binding | None = None
-
-    @field_validator("columns")
-    @classmethod
-    def _columns(cls, v: list[str]) -> list[str]:
-        import re
-
-        bad = [c for c in v if not re.match(IDENT, c)]
-        if bad:
-            raise ValueError(f"column names must match {IDENT}: {bad[:5]}")
-        return v
 
     @field_validator("labels")
     @classmethod
@@ -99,22 +90,12 @@ class DatasetIn(Strict):
 
 class DataRequirements(Strict):
     dataset: str = Field(pattern=IDENT)
-    columns: list[str] = Field(default_factory=list, max_length=1000)
+    columns: list[Ident] = Field(default_factory=list, max_length=1000)
     min_samples: int = Field(0, ge=0, le=10**12)
-    labels: list[str] = Field(default_factory=list, max_length=1000)
+    labels: list[Ident] = Field(default_factory=list, max_length=1000)
     """The task's label set: an owner's rows must carry labels from it only."""
     validated: bool = True
     """The owner's Great Expectations suite must have passed."""
-
-    @field_validator("columns", "labels")
-    @classmethod
-    def _idents(cls, v: list[str]) -> list[str]:
-        import re
-
-        bad = [c for c in v if not re.match(IDENT, c)]
-        if bad:
-            raise ValueError(f"names must match {IDENT}: {bad[:5]}")
-        return v
 
 
 class DeviceRequirements(Strict):

@@ -255,8 +255,8 @@ class Market:
                 elig = self._eligibility(s, me, task)
                 task_level = [r for r in elig.reasons if r not in {w for ws in elig.datasets.values() for w in ws}]
                 if task_level:
-                    raise MarketError(409 if "already joined" in task_level[0] or task.state != OPEN else 403,
-                                      "cannot join: " + "; ".join(task_level))
+                    conflict = task.state != OPEN or any("already joined" in r or "is full" in r for r in task_level)
+                    raise MarketError(409 if conflict else 403, "cannot join: " + "; ".join(task_level))
                 if elig.datasets.get(ds.id):
                     raise MarketError(403, "cannot join: " + "; ".join(elig.datasets[ds.id]))
                 row = s.scalar(sa.select(Enrollment).where(Enrollment.task_id == task_id,

@@ -200,7 +200,7 @@ def test_bad_input_is_refused_with_a_message_and_nothing_stored(api_service):
         r = httpx.post(f"{url}/accounts", json=body)
         assert r.status_code == 422 and message in str(r.json()["detail"]), r.text
     owner = account(svc, "owner", "o", devices(2)[0])
-    for change, message in (({"rows": -1}, "rows"), ({"columns": ["a b"]}, "column names"),
+    for change, message in (({"rows": -1}, "rows"), ({"columns": ["a b"]}, "columns.0: String should match pattern"),
                             ({"labels": {"neg": -3}}, "labels"), ({"binding": {"num_clients": 5, "partitioner": {},
                               "seed": 0, "partition": 7}}, "binding.partition = 7")):
         r = httpx.post(f"{url}/me/datasets", json={**fingerprint(config, 0), **change}, headers=auth(owner))

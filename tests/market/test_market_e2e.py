@@ -133,8 +133,10 @@ def test_a_pima_task_from_publication_to_the_downloaded_model(service, owners_da
     # the model downloads, and its files are the registered version's
     archive = requester.download_model(tid)
     uri = stats["tracking_uri"]  # explicit URIs: nothing process-wide changes for the tests after this one
-    source = MlflowClient(uri, registry_uri=uri).get_model_version(stats["model"]["name"], "1").source
-    registered = Path(download_artifacts(artifact_uri=source, tracking_uri=uri))
+    registry = MlflowClient(uri, registry_uri=uri)
+    assert registry.get_model_version(stats["model"]["name"], "1").run_id == stats["run_id"]
+    location = registry.get_model_version_download_uri(stats["model"]["name"], "1")
+    registered = Path(download_artifacts(artifact_uri=location, tracking_uri=uri))
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
         got = {n: hashlib.sha256(zf.read(n)).hexdigest() for n in zf.namelist()}
     want = {str(p.relative_to(registered)): hashlib.sha256(p.read_bytes()).hexdigest()
