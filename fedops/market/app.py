@@ -111,8 +111,9 @@ def create_app(market: Market, *, max_body: int = 64 * 1024, prefect_ui: str | N
     async def _market_error(request: Request, exc: MarketError):
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": exc.message}, status_code=exc.status)
-        if exc.status == 401:
-            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        if exc.status == 401:  # after login, back to the page (a form's POST target is not a page)
+            back = request.url.path if request.method == "GET" else "/"
+            return RedirectResponse(f"/login?next={back}", status_code=303)
         return templates.TemplateResponse(request, "error.html", {"me": None, "status": exc.status,
                                                                   "message": exc.message}, status_code=exc.status)
 
@@ -121,7 +122,10 @@ def create_app(market: Market, *, max_body: int = 64 * 1024, prefect_ui: str | N
         import logging
 
         logging.getLogger("fedops.market").error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error (logged by the service)"}, status_code=500)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": "internal error (logged by the service)"}, status_code=500)
+        return templates.TemplateResponse(request, "error.html", {"me": None, "status": 500,
+                                          "message": "internal error (logged by the service)"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

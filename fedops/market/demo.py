@@ -17,7 +17,6 @@ DEMO_CONFIG: dict[str, Any] = {
     "model": {"name": "mlp", "hidden": []},
     "client": {"epochs": 1, "batch_size": 16, "lr": 0.05},
     "server": {"rounds": 10, "fraction": 1.0},
-    "baseline": {"enabled": False},
 }
 """CrowdFL's Pima task: logistic regression, owners holding IID shares of the training split."""
 

@@ -46,20 +46,36 @@ class Launcher:
             self._stop.wait(self.poll_s)
 
     def tick(self) -> None:
+        """One pass: start or cancel due tasks, trigger started ones, re-run crashed ones. A task
+        that fails here is logged and tried again next tick; the others go on."""
         for action, task_id in self.market.due():
-            if action == "cancel":
-                self.market.mark_cancelled(task_id, "the start time came with fewer owners than min_owners")
-                continue
-            try:
-                self.market.begin_start(task_id)
-            except MarketError as exc:  # e.g. the enrolled owners' devices break the config: not retried
-                self.market.mark_cancelled(task_id, f"could not start: {exc.message}")
-                log.warning("task %s: %s", task_id, exc.message)
+            self._each(task_id, self._due, action, task_id)
         for task in self.market.tasks(state=STARTING):
-            self.trigger(task.id, attempt=1)
+            self._each(task.id, self.trigger, task.id, attempt=1)
         for task in self.market.tasks(state=LAUNCHED):
             if task.id not in self._settled:
-                self._reconcile(task)
+                self._each(task.id, self._reconcile, task)
+
+    @staticmethod
+    def _each(task_id: str, fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:
+            log.warning("task %s: %s: %s", task_id, type(exc).__name__, exc)
+
+    def _due(self, action: str, task_id: str) -> None:
+        if action == "cancel":
+            self.market.mark_cancelled(task_id, "the start time came with fewer owners than min_owners",
+                                       only_if_due=True)
+            return
+        try:
+            self.market.begin_start(task_id)
+        except MarketError as exc:
+            if "no longer holds" in exc.message:  # an owner left between the check and the start
+                return
+            # e.g. the enrolled owners' devices break the config: cancelled with the reason, not retried
+            self.market.mark_cancelled(task_id, f"could not start: {exc.message}")
+            log.warning("task %s: %s", task_id, exc.message)
 
     def trigger(self, task_id: str, *, attempt: int) -> str:
         from prefect.deployments import run_deployment

@@ -122,6 +122,12 @@ class TaskIn(Strict):
     """A model registry key (``mlp``, ``small_cnn``, ...); it must be the config's model."""
     reward_budget: float = Field(0.0, ge=0, le=1e12)
 
+    @field_validator("config", mode="before")
+    @classmethod
+    def _shape(cls, v: Any) -> Any:
+        _check_shape(v)
+        return v
+
     @model_validator(mode="after")
     def _checks(self) -> "TaskIn":
         if self.max_owners < self.min_owners:
@@ -140,3 +146,22 @@ class JoinIn(Strict):
 
 class LeaveIn(Strict):
     training_id: str = Field(min_length=1, max_length=64)
+
+
+MAX_DEPTH, MAX_NODES = 8, 5000
+
+
+def _check_shape(value: Any) -> None:
+    """A config is a small tree: at most ``MAX_DEPTH`` levels and ``MAX_NODES`` values (a YAML alias
+    bomb or a self-referencing mapping stops here, before anything walks or copies it)."""
+    seen = 0
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ValueError(f"config has more than {MAX_NODES} values; a training config needs far fewer")
+        if isinstance(node, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"config is nested deeper than {MAX_DEPTH} levels")
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))

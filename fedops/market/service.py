@@ -33,6 +33,15 @@ MARKET_OWNED = ("partition.keep", "reputation.ledger", "reputation.task", "reput
                 "reputation.enabled", "devices.source", "devices.table", "devices.ranges", "incentives.budget",
                 "tracking.uri", "tracking.model_name", "tracking.register_model")
 """Config keys the market sets itself (from the enrolment, the ledger and the reward budget)."""
+REQUESTER_SECTIONS = ("name", "seed", "data", "partition", "model", "client", "server", "transport", "privacy",
+                      "secagg", "quality", "fairness", "contribution", "reputation", "incentives")
+"""The config sections a requester may set; execution, tracking, devices, validation, simulation and
+the baseline are the service's (its machine, its stores, the owners' devices)."""
+MARKET_DATA = ("pima", "adult", "compas", "fashion_mnist", "synthetic")
+"""Data sets a task may name: the built-in sources, read from the service's offline packages (a
+requester never names a file on the service's machine)."""
+LIMITS = {"server.rounds": 1000, "client.epochs": 100}
+"""Upper bounds on the work one task may ask of the service."""
 
 
 class MarketError(Exception):
@@ -139,13 +148,27 @@ class Market:
         from fedops.config import ConfigError, parse_config
 
         config = copy.deepcopy(body.config)
+        extra = sorted(set(config) - set(REQUESTER_SECTIONS))
+        if extra:
+            raise MarketError(422, f"config sets {', '.join(extra)}, which a task cannot set (the service runs and "
+                                   f"tracks it); allowed sections: {', '.join(REQUESTER_SECTIONS)}")
         given = _dotted(config)
+        if "data.path" in given:
+            raise MarketError(422, "config sets data.path: a task names a built-in data set, never a file on the "
+                                   "service's machine")
+        for dotted, most in LIMITS.items():
+            section, key = dotted.split(".")
+            value = (config.get(section) or {}).get(key) if isinstance(config.get(section), dict) else None
+            if isinstance(value, (int, float)) and value > most:
+                raise MarketError(422, f"config {dotted} = {value}: a market task allows at most {most}")
         owned = sorted(k for k in given if any(k == m or k.startswith(m + ".") for m in MARKET_OWNED))
         if owned:
             raise MarketError(422, f"config sets {', '.join(owned)}, which the market sets itself (from the "
                                    "enrolled owners, the ledger and reward_budget); remove them")
         data = config.get("data")
         kind = data.get("name") if isinstance(data, dict) else data
+        if kind not in MARKET_DATA:
+            raise MarketError(422, f"config data = {kind!r}; a market task trains on one of {', '.join(MARKET_DATA)}")
         if kind != body.requirements.dataset:
             raise MarketError(422, f"config data is {kind!r} but requirements.dataset is "
                                    f"{body.requirements.dataset!r}; they must name the same data set")
@@ -244,8 +267,8 @@ class Market:
 
     def join(self, owner: Account, task_id: str, dataset_id: str) -> Enrollment:
         try:
-            with self.session() as s:  # BEGIN IMMEDIATE on SQLite: joins of one task are serialised
-                task = s.get(Task, task_id)
+            with self.session() as s:  # BEGIN IMMEDIATE on SQLite, the task's row locked elsewhere
+                task = s.get(Task, task_id, with_for_update=True)
                 if task is None:
                     raise MarketError(404, f"no task {task_id!r}")
                 me = s.get(Account, owner.id)
@@ -257,6 +280,8 @@ class Market:
                 if task_level:
                     conflict = task.state != OPEN or any("already joined" in r or "is full" in r for r in task_level)
                     raise MarketError(409 if conflict else 403, "cannot join: " + "; ".join(task_level))
+                if task.start_at is not None and time.time() >= task.start_at:
+                    raise MarketError(409, "cannot join: the task's start time has passed")
                 if elig.datasets.get(ds.id):
                     raise MarketError(403, "cannot join: " + "; ".join(elig.datasets[ds.id]))
                 row = s.scalar(sa.select(Enrollment).where(Enrollment.task_id == task_id,
@@ -289,7 +314,7 @@ class Market:
             row = s.scalar(sa.select(Enrollment).where(Enrollment.training_id == str(training_id)[:64]))
             if row is None or row.owner_id != owner.id or row.task_id != task_id:
                 raise MarketError(404, "no enrolment with that training ID for your account in this task")
-            task = s.get(Task, task_id)
+            task = s.get(Task, task_id, with_for_update=True)
             if task.state != OPEN:
                 raise MarketError(409, f"cannot leave: the task is {task.state}; owners leave before it starts")
             if row.state != "joined":
@@ -300,7 +325,7 @@ class Market:
     # --- starting --------------------------------------------------------------------------------
     def cancel(self, requester: Account, task_id: str) -> Task:
         with self.session() as s:
-            task = s.get(Task, task_id)
+            task = s.get(Task, task_id, with_for_update=True)
             if task is None:
                 raise MarketError(404, f"no task {task_id!r}")
             if task.requester_id != requester.id:
@@ -317,20 +342,16 @@ class Market:
         out = []
         with self.session() as s:
             for task in s.scalars(sa.select(Task).where(Task.state == OPEN)):
-                n = s.scalar(sa.select(sa.func.count()).select_from(Enrollment)
-                             .where(Enrollment.task_id == task.id, Enrollment.state == "joined"))
-                if task.start_at is None:
-                    if n >= task.min_owners:
-                        out.append(("start", task.id))
-                elif now >= task.start_at:
-                    out.append(("start" if n >= task.min_owners else "cancel", task.id))
+                action = _rule(task, self._joined(s, task.id), now)
+                if action:
+                    out.append((action, task.id))
         return out
 
     def begin_start(self, task_id: str, *, requester: Account | None = None) -> Task:
         """Close enrolment and write the task's training config (``open`` -> ``starting``); the
         launcher then triggers the deployment. ``requester``: a requester starting it by hand."""
         with self.session() as s:
-            task = s.get(Task, task_id)
+            task = s.get(Task, task_id, with_for_update=True)
             if task is None:
                 raise MarketError(404, f"no task {task_id!r}")
             if requester is not None and task.requester_id != requester.id:
@@ -343,6 +364,8 @@ class Market:
                              .where(Enrollment.task_id == task_id, Enrollment.state == "joined")).all()
             if not rows:
                 raise MarketError(409, "cannot start: no owner has joined")
+            if requester is None and _rule(task, len(rows), time.time()) != "start":
+                raise MarketError(409, "cannot start: the start rule no longer holds")  # an owner left meanwhile
             rows.sort(key=lambda r: r[1].fingerprint["binding"]["partition"])
             enrolled = [{"partition": d.fingerprint["binding"]["partition"], "owner": a.id, "device": a.device}
                         for _, d, a in rows]
@@ -360,11 +383,22 @@ class Market:
             task.state, task.started_at = STARTING, time.time()
         return task
 
-    def mark_cancelled(self, task_id: str, note: str) -> None:
+    def mark_cancelled(self, task_id: str, note: str, *, only_if_due: bool = False) -> bool:
+        """Cancel an open task (``only_if_due``: only while its start time has passed with too few
+        owners, checked in the same transaction)."""
         with self.session() as s:
-            task = s.get(Task, task_id)
-            if task is not None and task.state == OPEN:
-                task.state, task.note = CANCELLED, note
+            task = s.get(Task, task_id, with_for_update=True)
+            if task is None or task.state != OPEN:
+                return False
+            if only_if_due and _rule(task, self._joined(s, task_id), time.time()) != "cancel":
+                return False
+            task.state, task.note = CANCELLED, note
+            return True
+
+    @staticmethod
+    def _joined(s: Session, task_id: str) -> int:
+        return s.scalar(sa.select(sa.func.count()).select_from(Enrollment)
+                        .where(Enrollment.task_id == task_id, Enrollment.state == "joined"))
 
     def record_flow_run(self, task_id: str, flow_run_id: str, *, note: str | None = None) -> None:
         with self.session() as s:
@@ -425,6 +459,16 @@ def training_config(config: dict[str, Any], *, enrolled: list[dict[str, Any]], l
     tracking.update(register_model=True, model_name=f"market-{task_id[:12]}")
     out["tracking"] = tracking
     return out
+
+
+def _rule(task: Task, joined: int, now: float) -> str | None:
+    """The start rule: without a start time, start at ``min_owners``; at the start time, start
+    with ``min_owners`` or more, else cancel; before it, wait."""
+    if task.start_at is None:
+        return "start" if joined >= task.min_owners else None
+    if now < task.start_at:
+        return None
+    return "start" if joined >= task.min_owners else "cancel"
 
 
 def _bindings_taken(s: Session, task_id: str) -> set[int]:

@@ -25,7 +25,7 @@ def training_run(mlflow_dir: Path, flow_run_ids: list[str]):
         return None, None
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     wanted = set(flow_run_ids)
     for exp in client.search_experiments():
         for run in client.search_runs([exp.experiment_id], max_results=50):

@@ -176,6 +176,16 @@ def _bad_tasks(config: dict) -> list[tuple[str, dict, str]]:
         ("empty title", {**good, "title": ""}, "title"),
         ("title too long", {**good, "title": "x" * 201}, "title"),
         ("initial model not the config's", {**good, "initial_model": "small_cnn"}, "initial_model"),
+        ("a section the service owns", with_(config__execution={"max_workers": 4096}), "config sets execution"),
+        ("a file on the service's machine", with_(config__data={"name": "pima", "path": "/etc/passwd"}),
+         "data.path"),
+        ("a data set that reads a file", {**with_(config__data={"name": "tabular", "label": "y",
+                                                                "features": ["a"], "classes": ["0", "1"]}),
+                                          "requirements": {**good["requirements"], "dataset": "tabular"}},
+         "a market task trains on one of"),
+        ("too many rounds", with_(config__server={"rounds": 5000}), "server.rounds = 5000"),
+        ("deeply nested", with_(config__client={"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}),
+         "nested deeper than"),
     ]
 
 
@@ -215,6 +225,12 @@ def test_bad_input_is_refused_with_a_message_and_nothing_stored(api_service):
     r = httpx.post(f"{svc.url}/tasks/new", cookies={"fedops_market": req["token"]}, data={
         "title": "t", "dataset": "pima", "min_owners": "1", "config": "data: pima\nserver: {rounds: 0}\n"})
     assert r.status_code == 422 and "server.rounds" in r.text
+    # a YAML alias bomb in the form is refused before anything walks it
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcd", "bcde"))
+    r = httpx.post(f"{svc.url}/tasks/new", cookies={"fedops_market": req["token"]}, data={
+        "title": "t", "dataset": "pima", "min_owners": "1", "config": "data: pima\n" + bomb})
+    assert r.status_code == 422 and "more than 5000 values" in r.text
     assert counts(svc)["market_tasks"] == before["market_tasks"]
 
 

@@ -140,3 +140,20 @@ def test_start_rules_cancel_start_by_hand_and_the_written_config(tmp_path):
     except MarketError as exc:
         assert exc.status == 409 and "starting" in exc.message
     market.dispose()
+
+
+def test_the_statistics_page_renders_rounds_without_an_evaluation():
+    """With server.eval_every > 1 a round has no test accuracy: the table shows a dash."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from fedops.market.app import TEMPLATES, _curve, _when
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    env.filters["when"] = _when
+    stats = {"training_state": "Running", "flow_runs": [], "run_id": None, "model": None, "participants": [],
+             "rounds": [{"round": 1, "clients/aggregated": 3.0}, {"round": 2, "test/accuracy": 0.7, "test/loss": 0.5,
+                                                                  "clients/aggregated": 3.0}]}
+    task = {"title": "t", "state": "launched", "note": None, "id": "x"}
+    html = env.get_template("stats.html").render(me=None, task=task, stats=stats,
+                                                 curve=_curve([(1, None), (2, 0.7)]))
+    assert "<td>1</td><td>—</td><td>—</td><td>3</td>" in html and "0.7000" in html
