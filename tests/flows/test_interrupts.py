@@ -101,7 +101,9 @@ def test_sigint_and_sigterm_to_the_process_or_its_group_stop_at_a_round_and_resu
         manifest = _manifest(work)
         assert code == status and f"interrupted ({name})" in err and "Traceback" not in err, (failpoint, code, err[-2000:])
         assert manifest["round"] == at_round and not manifest["finished"], failpoint
-        assert ended - manifest["saved_at"] < 10, failpoint  # stopped within seconds of the signal
+        # stopped within seconds of the signal; before run.registering the final model is logged
+        # after the last checkpoint (seconds more on a busy machine), so that step counts from further back
+        assert ended - manifest["saved_at"] < (10 if failpoint.startswith("round.") else 60), failpoint
         assert left == [], (failpoint, left)  # no process left behind
         if env is ephemeral:  # the local Prefect API server the command started was stopped with it
             assert not (Path(os.environ["PREFECT_HOME"]) / "fedops-api.json").exists(), failpoint

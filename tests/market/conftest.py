@@ -37,6 +37,7 @@ def browser():
         options.add_argument(arg)
     drv = webdriver.Chrome(service=Service(driver), options=options)
     drv.set_page_load_timeout(60)
+    drv.implicitly_wait(15)  # a lookup right after a click waits for the next page (see market_helpers.absent)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield drv
     drv.quit()

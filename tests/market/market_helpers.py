@@ -92,3 +92,12 @@ def screenshot(driver, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def absent(driver, by, selector: str) -> bool:
+    """True when no element matches, asked without the implicit wait (which would wait it out)."""
+    driver.implicitly_wait(0)
+    try:
+        return not driver.find_elements(by, selector)
+    finally:
+        driver.implicitly_wait(15)

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 import yaml
-from market_helpers import screenshot
+from market_helpers import absent, screenshot
 from selenium.webdriver.common.by import By
 from test_market_api import account, auth, counts, fingerprint
 
@@ -54,8 +54,8 @@ def test_publish_join_and_leave_in_the_browser(api_service, browser):
     assert "/tasks/" in browser.current_url and not browser.current_url.endswith("/new")
     task_id = browser.current_url.rsplit("/", 1)[1]
     assert browser.find_element(By.ID, "title").text == title  # shown as text
-    assert browser.find_elements(By.CSS_SELECTOR, "#title b") == [] and browser.title == f"{title} · fedops market"
-    assert not browser.find_elements(By.TAG_NAME, "script")
+    assert absent(browser, By.CSS_SELECTOR, "#title b") and browser.title == f"{title} · fedops market"
+    assert absent(browser, By.TAG_NAME, "script")
     screenshot(browser, "task-published")
 
     # an owner with a fitting data set sees the join button and joins
