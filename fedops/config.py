@@ -431,16 +431,27 @@ class ExecutionSection(Section):
     GPUs), else CPU. ``executor`` runs the client work: ``threads`` (Prefect tasks on a pool of
     ``max_workers`` threads), ``dask`` (Prefect tasks on Dask through prefect-dask: a local
     cluster of ``max_workers`` single-threaded processes, or the existing cluster whose scheduler
-    is at ``dask_address``) or ``sequential`` (one client after another in the calling thread, no
-    Prefect tasks). Failed clients are retried ``retries`` times. ``torch_threads`` per worker
-    defaults to cores // max_workers: on CPU, one OpenMP team per core beats several teams
-    competing for the same cores. The executor does not change the result: the same config and
-    seed give the same model bytes with each of them on one machine."""
+    is at ``dask_address``), ``sequential`` (one client after another in the calling thread, no
+    Prefect tasks), ``cohort`` (the clients of a task trained at once, vectorised with
+    ``torch.func``, ``cohort_chunk`` at a time) or ``auto`` (cohort or one client at a time,
+    whichever a short probe of the model on the device finds faster). ``clients_per_task`` puts
+    several clients in one Prefect task (default: one client per task; for ``cohort`` and
+    ``auto``, the round's clients split evenly over the ``max_workers`` workers). Failed clients
+    are retried ``retries`` times. ``torch_threads`` per worker defaults to cores // max_workers:
+    on CPU, one OpenMP team per core beats several teams competing for the same cores.
+
+    The executor does not change the result beyond rounding: ``threads``, ``dask`` and
+    ``sequential`` give the same model bytes for the same config and seed on one machine;
+    ``cohort`` gives the same bytes whatever ``cohort_chunk`` and ``clients_per_task`` are, and
+    the per-client path's updates to float rounding (vectorised kernels sum in another order)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    executor: Literal["threads", "dask", "sequential"] = "threads"
+    executor: Literal["threads", "dask", "sequential", "cohort", "auto"] = "threads"
     dask_address: str | None = Field(None, min_length=1)
     max_workers: int = Field(2, ge=1, le=4096)
+    clients_per_task: int | None = Field(None, ge=1, le=100_000)
+    cohort_chunk: int = Field(64, ge=1, le=100_000)
+    """At most this many clients are trained at once by the cohort path (bounds its memory)."""
     retries: int = Field(1, ge=0)
     retry_delay_s: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)
@@ -452,7 +463,20 @@ class ExecutionSection(Section):
                 f"execution.dask_address = {self.dask_address!r} needs execution.executor = 'dask' "
                 f"(got {self.executor!r})"
             )
+        if self.clients_per_task is not None and self.executor == "sequential":
+            raise ValueError(
+                f"execution.clients_per_task = {self.clients_per_task} needs Prefect tasks: the 'sequential' "
+                "executor runs no tasks (choose threads, dask, cohort or auto)"
+            )
         return self
+
+    def group_size(self, count: int) -> int:
+        """Clients per task in a round of ``count`` clients."""
+        if self.clients_per_task is not None:
+            return self.clients_per_task
+        if self.executor in ("cohort", "auto"):
+            return max(1, -(-count // self.max_workers))
+        return 1
 
     def threads_per_worker(self) -> int:
         import os
@@ -593,6 +617,7 @@ class Config(Section):
             )
         if self.secagg.enabled:
             self._check_secagg(per_round)
+        self._check_cohort()
         check_cohort = getattr(self.server.aggregator, "check_cohort", None)
         if check_cohort is not None:
             try:
@@ -627,6 +652,23 @@ class Config(Section):
                     "quality.anomaly_scores (per-client norm z, cosine and Krum scores) cannot run; unset it"
                 )
         return self
+
+    def _check_cohort(self) -> None:
+        """``execution.executor: cohort`` trains every client the vectorised way; what needs a
+        client's own training loop is refused here (``auto`` runs those one at a time instead)."""
+        if self.execution.executor != "cohort":
+            return
+        agg = self.server.aggregator
+        why = None
+        if self.privacy.mode == "local":
+            why = "privacy.mode = 'local' trains each client with Opacus DP-SGD (per-sample clipping, Poisson sampling)"
+        elif getattr(agg, "needs_losses", False) or getattr(agg, "needs_group_counts", False):
+            why = f"server.aggregator = {agg.name!r} has each client evaluate the global model before training"
+        elif self.client.reweighing.startswith("fairbatch"):
+            why = f"client.reweighing = {self.client.reweighing!r} has each client evaluate the global model first"
+        if why is not None:
+            raise ValueError(f"execution.executor = 'cohort': {why}, which the cohort path does not do; "
+                             "use 'auto' (it trains such clients one at a time) or 'threads'")
 
     def _check_fairness(self) -> None:
         sensitive = self.data.sensitive_attribute

@@ -1,7 +1,8 @@
 """The in-process simulation: a training job's rounds run one client after another in this
 process, with no orchestration and no tracking (benchmarks, paper replications, tests). It is
 the same round (:class:`fedops.round.FederatedRun`) and the same loop
-(:func:`fedops.round.run_training`) as the Prefect flow, with the sequential executor."""
+(:func:`fedops.round.run_training`) as the Prefect flow, with the sequential executor (or, for
+``execution.executor: cohort | auto``, the in-process cohort executor)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def simulate(
     stops the run as it stops the flow."""
     import time
 
-    from fedops.round import FederatedRun, SequentialExecutor, run_training
+    from fedops.round import FederatedRun, local_executor, run_training
 
     config = config or world.runtime.config
     if rounds is not None:
@@ -72,7 +73,7 @@ def simulate(
 
     start = time.perf_counter()
     run = FederatedRun(config, world)
-    result = run_training(run, SequentialExecutor(retries=config.execution.retries), schedule=schedule,
+    result = run_training(run, local_executor(config.execution), schedule=schedule,
                           stop_when=stop_when)
     out.history, out.params, out.stopped, out.digest = result.history, result.params, result.stopped, result.digest
     out.seconds = time.perf_counter() - start

@@ -6,6 +6,11 @@ the configured retries, on whatever task runner the flow runs with: a thread poo
 single-threaded worker processes, or an existing cluster at ``execution.dask_address``). Under
 Dask, large inputs (the clients' data, the test set, each round's global model) are scattered to
 every worker once and the tasks receive references, not a pickled copy each.
+
+With ``execution.clients_per_task`` (and by default for ``cohort`` and ``auto``) a task trains a
+group of clients (``train-clients``, named by its first and last client): one after another, or
+at once on the cohort path; each client still has its own result (its row in the client table)
+and its own retries inside the task.
 """
 
 from __future__ import annotations
@@ -17,19 +22,30 @@ from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from fedops.config import Config
-from fedops.round.executor import Job, MapResult, SequentialExecutor, describe_failure
+from fedops.round.executor import (CohortChoice, Job, MapResult, SequentialExecutor, describe_failure, groups_of,
+                                   run_group)
 
 
 def _run_job(job: Job, item: Hashable, round_idx: int, shared: dict[str, Any]) -> Any:
     return job.fn(item, round_idx=round_idx, **shared)
 
 
+def _run_group(job: Job, items: list[Hashable], first: Hashable, last: Hashable, round_idx: int,
+               shared: dict[str, Any], retries: int, batch: bool, chunk_size: int) -> MapResult:
+    return run_group(job, items, round_idx=round_idx, shared=shared, retries=retries, batch=batch,
+                     chunk_size=chunk_size)
+
+
 class PrefectExecutor:
-    def __init__(self, *, retries: int, retry_delay_s: float = 0.0, dask: bool = False) -> None:
-        self.name = "dask" if dask else "threads"
+    def __init__(self, *, retries: int, retry_delay_s: float = 0.0, dask: bool = False, mode: str = "off",
+                 group_size: Any = None, chunk_size: int = 64) -> None:
+        self.name = mode if mode != "off" else ("dask" if dask else "threads")
         self.dask = dask
         self._tasks: dict[str, Any] = {}
         self._options = {"retries": retries, "retry_delay_seconds": retry_delay_s}
+        self.retries, self.chunk_size = retries, chunk_size
+        self.choice = CohortChoice(mode)
+        self.group_size = group_size or (lambda n: 1)
 
     def _task(self, job: Job):
         if job.name not in self._tasks:
@@ -47,10 +63,37 @@ class PrefectExecutor:
         client = FlowRunContext.get().task_runner.client  # prefect-dask's distributed.Client (started on use)
         return client.scatter(value, broadcast=True, hash=False)
 
+    def _group_task(self, job: Job):
+        name = job.name.rsplit("-", 1)[0] + f"-{job.item}s"  # train-client -> train-clients
+        if name not in self._tasks:  # retries are per client, inside the task
+            self._tasks[name] = task(_run_group, name=name, cache_policy=NONE,
+                                     task_run_name=f"round-{{round_idx}}-{job.item}s-{{first}}-{{last}}")
+        return self._tasks[name]
+
     def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
         items = list(items)
         out = MapResult()
         if not items:
+            return out
+        size = self.group_size(len(items)) if job.batch_fn is not None else 1
+        batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared, group_size=size)
+        if size > 1 or batch:
+            groups = groups_of(items, size)
+            futures = self._group_task(job).map(
+                job=unmapped(job), items=groups, first=[g[0] for g in groups], last=[g[-1] for g in groups],
+                round_idx=unmapped(round_idx), shared=unmapped(dict(shared)), retries=unmapped(self.retries),
+                batch=unmapped(batch), chunk_size=unmapped(self.chunk_size))
+            for group, fut in zip(groups, futures):
+                fut.wait()
+                if fut.state.is_completed():
+                    part = fut.result()
+                    out.results.update(part.results)
+                    out.failures.update(part.failures)
+                else:
+                    error = fut.state.result(raise_on_failure=False)
+                    why = (describe_failure(error) if isinstance(error, BaseException)
+                           else (fut.state.message or fut.state.name).replace("\n", " ")[:500])
+                    out.failures.update({item: why for item in group})
             return out
         futures = self._task(job).map(job=unmapped(job), item=items, round_idx=unmapped(round_idx),
                                       shared=unmapped(dict(shared)))
@@ -83,4 +126,6 @@ def executor_for(config: Config):
     ex = config.execution
     if ex.executor == "sequential":
         return SequentialExecutor(retries=ex.retries)
-    return PrefectExecutor(retries=ex.retries, retry_delay_s=ex.retry_delay_s, dask=ex.executor == "dask")
+    mode = ex.executor if ex.executor in ("cohort", "auto") else "off"
+    return PrefectExecutor(retries=ex.retries, retry_delay_s=ex.retry_delay_s, dask=ex.executor == "dask", mode=mode,
+                           group_size=ex.group_size, chunk_size=ex.cohort_chunk)

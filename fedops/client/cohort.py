@@ -77,83 +77,117 @@ def cohort_train(
     weight_decay: float = 0.0,
     prox_mu: float = 0.0,
     chunk_size: int = 32,
+    width: int | None = None,
 ) -> list[ClientUpdate]:
     """Local training of every client in ``clients`` from ``global_params``; one
-    :class:`ClientUpdate` per client, in the given order, equal to what ``local_train`` returns."""
+    :class:`ClientUpdate` per client, in the given order, equal to what ``local_train`` returns
+    up to rounding.
+
+    Every minibatch is padded to ``width`` rows (default ``batch_size``; for full-batch training,
+    the largest client's size, which the caller should fix for the population) and its loss
+    taken as a masked mean, so that a client is computed with the same shapes and arithmetic
+    whatever clients share its chunk: its bytes do not depend on the chunking."""
     why = cohort_supported(model)
     if why is not None:
         raise ValueError(f"cohort training does not support this model: {why}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if width is None:
+        width = batch_size if batch_size is not None else max((int(c.indices.numel()) for c in clients), default=1)
+    longest = max((int(c.indices.numel()) if batch_size is None else min(batch_size, int(c.indices.numel()))
+                   for c in clients), default=0)
+    if width < longest:
+        raise ValueError(f"width {width} is smaller than a minibatch of {longest} rows")
     out: list[ClientUpdate] = []
     for lo in range(0, len(clients), chunk_size):
         out.extend(_train_chunk(model, layout=layout, global_params=global_params, x=x, y=y,
                                 clients=clients[lo:lo + chunk_size], epochs=epochs, batch_size=batch_size, lr=lr,
-                                momentum=momentum, weight_decay=weight_decay, prox_mu=prox_mu))
+                                momentum=momentum, weight_decay=weight_decay, prox_mu=prox_mu, width=width))
     return out
 
 
 def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_size, lr, momentum, weight_decay,
-                 prox_mu) -> list[ClientUpdate]:
+                 prox_mu, width) -> list[ClientUpdate]:
+    """One chunk. Its clients are ordered by step count, longest first, so that at every step the
+    clients still training are a prefix: they are updated through views of that prefix, and a
+    client whose steps are done drops out of the computation with its parameters untouched."""
     from torch.func import functional_call, grad_and_value, vmap
 
     start = time.perf_counter()
     k = len(clients)
     schedules = [_schedule(c, epochs=epochs, batch_size=batch_size) for c in clients]
-    steps = torch.tensor([len(s) for s in schedules], device=x.device)
-    width = max(int(b.numel()) for s in schedules for b in s)
+    order = sorted(range(k), key=lambda j: -len(schedules[j]))  # stable: ties keep the given order
+    ranked = [clients[j] for j in order]
+    schedules = [schedules[j] for j in order]
+    steps = [len(s) for s in schedules]
+    total = steps[0]
+    device = x.device
+    # the whole chunk's minibatches as one index tensor [step, client, row] and a row mask
+    index = torch.zeros(total, k, width, dtype=torch.long, device=device)
+    mask = torch.zeros(total, k, width, dtype=x.dtype, device=device)
+    for j, sched in enumerate(schedules):
+        for t, b in enumerate(sched):
+            index[t, j, :b.numel()] = b
+            mask[t, j, :b.numel()] = 1
+    active = [sum(1 for s in steps if s > t) for t in range(total)]  # the training prefix at each step
+    weights = None
+    if any(c.sample_weights is not None for c in ranked):
+        weights = torch.ones(total, k, width, dtype=x.dtype, device=device)
+        for j, c in enumerate(ranked):
+            if c.sample_weights is not None:
+                weights[:, j] = c.sample_weights.to(device=device, dtype=x.dtype)[index[:, j]]
+
     layout.load_into(model, global_params)
     names = [n for n, _ in model.named_parameters()]
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
     params = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())).clone() for n, p in anchor.items()}
-    buffers = {n: b for n, b in model.named_buffers()}
-    bufs = {n: torch.zeros_like(p) for n, p in params.items()} if momentum else None
-    weighted = any(c.sample_weights is not None for c in clients)
+    buffers = dict(model.named_buffers())
+    bufs: dict[str, torch.Tensor] = {}
 
-    def loss_fn(p, xb, yb, mask, w):
+    def objective(p, xb, yb, m, *w):
         logits = functional_call(model, (p, buffers), (xb,))
-        per_row = F.cross_entropy(logits, yb, reduction="none") * w * mask
-        loss = per_row.sum() / mask.sum().clamp_min(1)
+        per_row = F.cross_entropy(logits, yb, reduction="none") * m  # a masked mean, always (see above)
+        if w:
+            per_row = per_row * w[0]
+        loss = per_row.sum() / m.sum()
         if prox_mu > 0:
             prox = sum(((p[n] - anchor[n]) ** 2).sum() for n in names)
             return loss + 0.5 * prox_mu * prox, loss
         return loss, loss
 
-    step_fn = vmap(grad_and_value(loss_fn, has_aux=True))
-    loss_sums = torch.zeros(k, device=x.device)  # the default dtype, as local_train sums its losses
-    total = int(steps.max())
+    step_fn = vmap(grad_and_value(objective, has_aux=True))
+    loss_sums = torch.zeros(k, device=device)  # the default dtype, as local_train sums its losses
     for t in range(total):
-        idx = torch.zeros(k, width, dtype=torch.long, device=x.device)
-        mask = torch.zeros(k, width, dtype=x.dtype, device=x.device)
-        for j, sched in enumerate(schedules):
-            if t < len(sched):
-                b = sched[t]
-                idx[j, :b.numel()] = b
-                mask[j, :b.numel()] = 1
-        w = torch.ones_like(mask)
-        if weighted:
-            for j, c in enumerate(clients):
-                if c.sample_weights is not None:
-                    w[j] = c.sample_weights[idx[j]].to(w.dtype)
-        grads, (_, loss) = step_fn(params, x[idx], y[idx], mask, w)
-        active = (t < steps)
-        loss_sums += torch.where(active, loss.detach(), torch.zeros_like(loss))  # in place: rounded as local_train rounds
-        with torch.no_grad():
+        a = active[t]
+        # one client alone is computed twice over: a vmap of one may take other kernels (a plain
+        # rather than a grouped convolution), and a client's bytes must not depend on its company
+        twice = (lambda v: v) if a > 1 else (lambda v: v.repeat(2, *([1] * (v.dim() - 1))))  # real copies
+        rows = twice(index[t, :a])
+        extra = [twice(mask[t, :a])] + ([] if weights is None else [twice(weights[t, :a])])
+        view = {n: params[n][:a] for n in names}
+        grads, (_, loss) = step_fn({n: twice(v) for n, v in view.items()}, x[rows], y[rows], *extra)
+        grads = {n: g[:a] for n, g in grads.items()}
+        loss_sums[:a] += loss.detach()[:a]  # in place: rounded as local_train rounds
+        with torch.no_grad():  # torch.optim.SGD's arithmetic (no dampening, no Nesterov)
             for n in names:
-                p, g = params[n], grads[n]
+                p, g = view[n], grads[n]
                 if weight_decay:
-                    g = g + weight_decay * p
-                if bufs is not None:
-                    g = g if t == 0 else momentum * bufs[n] + g
-                    bufs[n] = torch.where(active.view(-1, *([1] * (p.dim() - 1))), g, bufs[n])
-                params[n] = torch.where(active.view(-1, *([1] * (p.dim() - 1))), p - lr * g, p)
+                    g = g.add(p, alpha=weight_decay)
+                if momentum:
+                    if t == 0:
+                        bufs[n] = g.clone()
+                    else:
+                        bufs[n][:a].mul_(momentum).add_(g)
+                    g = bufs[n][:a]
+                p.add_(g, alpha=-lr)
     elapsed = (time.perf_counter() - start) / k
-    out = []
-    for j, c in enumerate(clients):
-        for n, p in model.named_parameters():
-            p.data.copy_(params[n][j])
-        delta = layout.flatten(model) - global_params
-        out.append(ClientUpdate(client_id=c.client_id, delta=delta, num_samples=int(c.indices.numel()),
-                                metrics={"train_loss": float(loss_sums[j]) / int(steps[j]), "steps": float(steps[j])},
-                                wall_time_s=elapsed))
-    return out
+    state = model.state_dict()
+    flat = torch.cat([params[s.name].reshape(k, -1).float() if s.name in params
+                      else state[s.name].detach().reshape(1, -1).float().expand(k, -1) for s in layout.slots], dim=1)
+    deltas = flat - global_params.unsqueeze(0)
+    by_client = {}
+    for j, c in enumerate(ranked):
+        by_client[id(c)] = ClientUpdate(
+            client_id=c.client_id, delta=deltas[j].clone(), num_samples=int(c.indices.numel()),
+            metrics={"train_loss": float(loss_sums[j]) / steps[j], "steps": float(steps[j])}, wall_time_s=elapsed)
+    return [by_client[id(c)] for c in clients]

@@ -202,6 +202,129 @@ class ClientRuntime:
             return self._train_sgd(round_idx=round_idx, client_id=client_id, global_params=global_params,
                                    device=device, data=data, state=state, broadcast=broadcast)
 
+    # --- cohort training (execution.executor: cohort | auto) --------------------------------
+    @functools.cached_property
+    def cohort_refusal(self) -> str | None:
+        """None when this run's clients can be trained as a cohort, else why not (for the whole run)."""
+        from fedops.client.cohort import cohort_supported
+
+        if self.config.privacy.mode == "local":
+            return "privacy.mode = 'local' trains each client with Opacus DP-SGD"
+        if self.evaluates_before:
+            return "clients evaluate the global model before training (q-FFL, FairFed, FairBatch)"
+        why = cohort_supported(self.new_model(seed=0))
+        return None if why is None else f"model {self.config.model.name!r}: {why}"
+
+    def cohort_exclusion(self, client_id: int) -> str | None:
+        """Why this client trains on its own in a cohort round (None: it joins the cohort)."""
+        if self.client_meta and self.client_meta[client_id]:
+            return "feature-skewed data (a random transform per batch)"
+        attack = self.config.simulation.attack
+        if attack.poisons_data and client_id in self.malicious:
+            return "poisoned data (simulated attack)"
+        return None
+
+    def train_cohort(self, *, round_idx: int, client_ids: list[int], global_params: torch.Tensor,
+                     states: dict[int, Any] | None = None, broadcast: dict[str, Any] | None = None,
+                     chunk_size: int = 64) -> dict[int, ClientUpdate | Exception]:
+        """Local training of ``client_ids`` in one round, the vectorised way
+        (:func:`fedops.client.cohort.cohort_train`): each client's result, or the exception that
+        stopped it (a dropout). Clients the cohort path cannot train (:meth:`cohort_exclusion`,
+        or every client when :attr:`cohort_refusal` says so) train one at a time, as :meth:`train`
+        does. Each update's ``metrics["cohort"]`` says which path trained it."""
+        from fedops.client.cohort import CohortClient, cohort_train
+
+        out: dict[int, ClientUpdate | Exception] = {}
+        by_device: dict[torch.device, list[int]] = {}
+        states = states or {}
+        for cid in client_ids:
+            try:
+                if not 0 <= cid < self.num_clients:
+                    raise ValueError(f"client id {cid} out of range 0..{self.num_clients - 1}")
+                if self.cohort_refusal is not None or self.cohort_exclusion(cid) is not None:
+                    extra = {"broadcast": broadcast} if broadcast else {}
+                    if cid in states:
+                        extra["state"] = states[cid]
+                    update = self.train(round_idx=round_idx, client_id=cid, global_params=global_params, **extra)
+                    out[cid] = replace(update, metrics={**update.metrics, "cohort": 0.0})
+                    continue
+                self.check_dropout(round_idx=round_idx, client_id=cid)
+            except Exception as exc:  # this client's failure, not the cohort's
+                out[cid] = exc
+                continue
+            by_device.setdefault(self.device_for(cid), []).append(cid)
+        seed, spec = self.config.seed, self.config.client
+        with torch_threads(self.config.execution.threads_per_worker()):
+            for device, cids in by_device.items():
+                data = self._data(device)
+                clients = [CohortClient(
+                    client_id=cid, indices=data.indices[cid],
+                    generator=torch_generator(seed, STREAM_CLIENT, round_idx, cid, device=device),
+                    sample_weights=self._reweighing(data, cid, data.x, data.y, data.indices[cid])) for cid in cids]
+                try:
+                    updates = cohort_train(
+                        self.thread_model(device), layout=self.layout, global_params=global_params.to(device),
+                        x=data.x, y=data.y, clients=clients, epochs=spec.epochs, batch_size=spec.batch_size,
+                        lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, prox_mu=spec.prox_mu,
+                        chunk_size=chunk_size, width=spec.batch_size or max(self.sizes()))
+                except Exception as exc:  # the whole group failed (e.g. out of memory): each client reports it
+                    out.update({cid: exc for cid in cids})
+                    continue
+                for update in updates:
+                    out[update.client_id] = replace(update, metrics={**update.metrics, "cohort": 1.0})
+        return {cid: out[cid] for cid in client_ids}
+
+    def probe_cohort(self, *, global_params: torch.Tensor, client_ids: list[int], steps: int = 3) -> dict[str, float]:
+        """Seconds for ``steps`` minibatches of each of ``client_ids`` (at most the cohort chunk),
+        trained one at a time and as a cohort, on the first client's device, after a warm-up of
+        each; nothing of the run changes. Cached per model, device, batch size, cohort size and
+        thread count."""
+        from fedops.client.cohort import CohortClient, cohort_train
+
+        spec, ex = self.config.client, self.config.execution
+        ids = [c for c in client_ids if self.cohort_exclusion(c) is None][:ex.cohort_chunk]
+        if not ids or self.cohort_refusal is not None:
+            return {"cohort_s": float("inf"), "sequential_s": 0.0, "clients": float(len(ids))}
+        device = self.device_for(ids[0])
+        threads = ex.threads_per_worker()
+        key = (self.config.model.model_dump_json(), tuple(self.input_shape), self.num_classes, str(device),
+               spec.batch_size, len(ids), threads)
+        if key in _PROBES:
+            return _PROBES[key]
+        data = self._data(device)
+        bs = spec.batch_size or 32
+        rows = [data.indices[c][:bs * steps] for c in ids]
+        params = global_params.to(device)
+        model = self.thread_model(device)
+
+        def one_at_a_time():
+            for c, ix in zip(ids, rows):
+                local_train(model, client_id=c, layout=self.layout, global_params=params, x=data.x, y=data.y,
+                            indices=ix, epochs=1, batch_size=bs, lr=spec.lr, momentum=spec.momentum,
+                            generator=torch.Generator(device=device).manual_seed(c))
+
+        def cohort():
+            clients = [CohortClient(client_id=c, indices=ix, generator=torch.Generator(device=device).manual_seed(c))
+                       for c, ix in zip(ids, rows)]
+            cohort_train(model, layout=self.layout, global_params=params, x=data.x, y=data.y, clients=clients,
+                         epochs=1, batch_size=bs, lr=spec.lr, momentum=spec.momentum, chunk_size=len(ids))
+
+        times = {"sequential_s": [], "cohort_s": []}
+        with torch_threads(threads):
+            for _ in range(3):  # the first of each is the warm-up; interleaved, the faster of the rest
+                for name, fn in (("sequential_s", one_at_a_time), ("cohort_s", cohort)):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    t = time.perf_counter()
+                    fn()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    times[name].append(time.perf_counter() - t)
+        result = {name: min(ts[1:]) for name, ts in times.items()}
+        result["clients"] = float(len(ids))
+        _PROBES[key] = result
+        return result
+
     def _train_sgd(self, *, round_idx: int, client_id: int, global_params: torch.Tensor, device, data,
                    state: Any = None, broadcast: dict[str, Any] | None = None) -> ClientUpdate:
         seed = self.config.seed
@@ -368,6 +491,10 @@ class ClientRuntime:
             metrics={"steps": float(info["steps"]), "sample_rate": float(info["sample_rate"])},
             wall_time_s=time.perf_counter() - start,
         )
+
+
+_PROBES: dict[tuple, dict[str, float]] = {}
+"""probe_cohort's results in this process."""
 
 
 def _restore_runtime(spec: dict[str, Any]) -> ClientRuntime:

@@ -4,7 +4,7 @@ release policy and the simulated world they run in."""
 
 from fedops.round.checkpoint import CheckpointError, CheckpointStore, checkpoint_key
 from fedops.round.engine import FederatedRun, RoundOutcome, default_schedule
-from fedops.round.executor import Executor, Job, MapResult, SequentialExecutor
+from fedops.round.executor import CohortExecutor, Executor, Job, MapResult, SequentialExecutor, local_executor
 from fedops.round.loop import RunObserver, TrainingResult, params_digest, run_training
 from fedops.round.release import ReleasePolicy, RoundRecord
 from fedops.round.world import World, load_world, world_from_bundle
@@ -21,6 +21,8 @@ __all__ = [
     "RoundRecord",
     "RunObserver",
     "SequentialExecutor",
+    "CohortExecutor",
+    "local_executor",
     "TrainingResult",
     "World",
     "checkpoint_key",

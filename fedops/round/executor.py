@@ -6,10 +6,14 @@ reference: :meth:`Executor.share` turns a value into whatever the executor's wor
 without a copy per job (the value itself in one process; a Dask future scattered to every
 worker once, for processes).
 
-Implementations: :class:`SequentialExecutor` here (in process, one item after another);
-Prefect tasks on a thread pool and on Dask (prefect-dask) in :mod:`flows.executors`, since
-``fedops`` itself does not import Prefect. A later executor trains a cohort of clients at once
-on the same interface.
+A job may also say how to run many items at once (``batch_fn``: the cohort path, clients
+trained vectorised) and how to time both ways on a few items (``probe_fn``: ``auto``).
+:func:`run_group` runs a group of items either way, retrying failed items one at a time.
+
+Implementations: :class:`SequentialExecutor` (in process, one item after another) and
+:class:`CohortExecutor` (in process, groups of items on ``workers`` threads, each group one
+batch call) here; Prefect tasks on a thread pool and on Dask (prefect-dask) in
+:mod:`flows.executors`, since ``fedops`` itself does not import Prefect.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ class Job:
     name: str
     item: str
     fn: Callable[..., Any]
+    batch_fn: Callable[..., dict[Hashable, Any]] | None = None
+    """``batch_fn(items, *, round_idx, chunk_size, **shared)``: every item at once; each item's
+    result or the exception that stopped it."""
+    probe_fn: Callable[..., dict[str, float]] | None = None
+    """``probe_fn(items, *, round_idx, **shared)``: ``{"cohort_s", "sequential_s"}`` for a few
+    steps of ``items`` each way (``execution.executor: auto``)."""
 
 
 @dataclass
@@ -73,3 +83,126 @@ class SequentialExecutor:
                 except Exception as exc:  # a failed client is reported, not fatal to the round
                     out.failures[item] = describe_failure(exc)
         return out
+
+
+def run_group(job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any], retries: int,
+              batch: bool, chunk_size: int) -> MapResult:
+    """``items`` in one go: one ``batch_fn`` call when ``batch`` (and the job has one), else one
+    item after another; then each failed item again on its own, up to ``retries`` times."""
+    out = MapResult()
+    pending = list(items)
+    attempts = retries + 1
+    if batch and job.batch_fn is not None and pending:
+        try:
+            got = job.batch_fn(pending, round_idx=round_idx, chunk_size=chunk_size, **shared)
+        except Exception as exc:  # the group's failure is each item's
+            got = {item: exc for item in pending}
+        for item in pending:
+            result = got[item]
+            if isinstance(result, BaseException):
+                out.failures[item] = describe_failure(result)
+            else:
+                out.results[item] = result
+        pending, attempts = [i for i in pending if i in out.failures], retries
+    for item in pending:
+        for _ in range(attempts):
+            try:
+                out.results[item] = job.fn(item, round_idx=round_idx, **shared)
+                out.failures.pop(item, None)
+                break
+            except Exception as exc:  # a failed client is reported, not fatal to the round
+                out.failures[item] = describe_failure(exc)
+    return out
+
+
+def groups_of(items: Sequence[Hashable], size: int) -> list[list[Hashable]]:
+    items = list(items)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class CohortChoice:
+    """Whether a job runs its groups as batches: fixed (``cohort``, ``sequential``), or decided once,
+    the first time, by the job's probe (``auto``): the batch path only if it was faster."""
+
+    def __init__(self, mode: str) -> None:
+        if mode not in ("cohort", "auto", "off"):
+            raise ValueError(f"cohort mode must be cohort, auto or off, got {mode!r}")
+        self.mode = mode
+        self.probe: dict[str, float] | None = None
+        self._decided: dict[str, bool] = {}
+
+    def batch(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any],
+              group_size: int) -> bool:
+        if job.batch_fn is None or self.mode == "off":
+            return False
+        if self.mode == "cohort":
+            return True
+        if job.name not in self._decided:
+            if job.probe_fn is None:
+                self._decided[job.name] = False
+            else:
+                self.probe = dict(job.probe_fn(list(items)[:group_size], round_idx=round_idx, **shared))
+                self._decided[job.name] = self.probe["cohort_s"] < self.probe["sequential_s"]
+        return self._decided[job.name]
+
+    def describe(self) -> str:
+        if self.mode != "auto":
+            return self.mode
+        if self.probe is None:
+            return "auto (not probed yet)"
+        p = self.probe
+        picked = "cohort" if p["cohort_s"] < p["sequential_s"] else "one client at a time"
+        return (f"auto: {picked} (probe: {p['cohort_s']:.4f} s as a cohort, {p['sequential_s']:.4f} s one at a time, "
+                f"{int(p.get('clients', 0))} clients)")
+
+
+class CohortExecutor:
+    """In process: the items in groups of ``group_size(len(items))``, each group one batch call
+    (``cohort``, or ``auto`` when the probe found it faster), the groups on ``workers`` threads."""
+
+    def __init__(self, *, retries: int = 0, chunk_size: int = 64, workers: int = 1, mode: str = "cohort",
+                 group_size: Callable[[int], int] | None = None) -> None:
+        if retries < 0 or chunk_size < 1 or workers < 1:
+            raise ValueError(f"retries >= 0, chunk_size >= 1 and workers >= 1 expected, got {retries}, "
+                             f"{chunk_size}, {workers}")
+        self.name = mode
+        self.retries, self.chunk_size, self.workers = retries, chunk_size, workers
+        self.choice = CohortChoice(mode)
+        self.group_size = group_size or (lambda n: max(1, -(-n // workers)))
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
+        items = list(items)
+        size = self.group_size(len(items)) if job.batch_fn is not None else 1
+        batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared, group_size=size) if items else False
+        groups = groups_of(items, size)
+
+        def one(group):
+            return run_group(job, group, round_idx=round_idx, shared=shared, retries=self.retries, batch=batch,
+                             chunk_size=self.chunk_size)
+
+        if self.workers > 1 and len(groups) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(groups))) as pool:
+                parts = list(pool.map(one, groups))
+        else:
+            parts = [one(g) for g in groups]
+        out = MapResult()
+        for part in parts:
+            out.results.update(part.results)
+            out.failures.update(part.failures)
+        return out
+
+
+def local_executor(execution: Any) -> Any:
+    """The in-process executor for an ``execution`` config section: the cohort executor for
+    ``cohort`` and ``auto``, else the sequential one (threads, dask and sequential give the same
+    bytes)."""
+    if execution.executor in ("cohort", "auto"):
+        return CohortExecutor(retries=execution.retries, chunk_size=execution.cohort_chunk,
+                              workers=execution.max_workers, mode=execution.executor,
+                              group_size=execution.group_size)
+    return SequentialExecutor(retries=execution.retries)

@@ -42,5 +42,24 @@ def evaluate_shard(shard: int, *, round_idx: int, runtime: ClientRuntime, testse
         return evaluation_sums(model, x[lo:hi], y[lo:hi], num_classes=testset.num_classes)
 
 
-TRAIN = Job(name="train-client", item="client", fn=train_client)
+def train_clients(client_ids: list[int], *, round_idx: int, runtime: ClientRuntime, params: torch.Tensor,
+                  client_states: dict[int, Any] | None = None, broadcast: dict[str, Any] | None = None,
+                  chunk_size: int = 64) -> dict[int, Any]:
+    """Several clients' local training at once (the cohort path): each client's update, or the
+    exception that stopped it."""
+    out = runtime.train_cohort(round_idx=round_idx, client_ids=list(client_ids), global_params=params,
+                               states=client_states, broadcast=broadcast, chunk_size=chunk_size)
+    for result in out.values():
+        if not isinstance(result, BaseException):
+            failpoints.hit("client.train", round_idx=round_idx)
+    return out
+
+
+def probe_train(client_ids: list[int], *, round_idx: int, runtime: ClientRuntime, params: torch.Tensor,
+                **_: Any) -> dict[str, float]:
+    """``execution.executor: auto``: seconds for a few steps of these clients each way."""
+    return runtime.probe_cohort(global_params=params, client_ids=list(client_ids))
+
+
+TRAIN = Job(name="train-client", item="client", fn=train_client, batch_fn=train_clients, probe_fn=probe_train)
 EVALUATE = Job(name="evaluate-shard", item="shard", fn=evaluate_shard)
