@@ -96,3 +96,29 @@ def test_in_process_prefect_threads_and_dask_give_the_same_model_bytes(case, pre
     assert threads["rounds"] == dask["rounds"] == 3
     assert threads["model_params_sha256"] == in_process
     assert dask["model_params_sha256"] == in_process
+
+
+def test_the_cohort_executor_in_grouped_prefect_tasks_gives_the_in_process_bytes(prepared):
+    """``execution.executor: cohort`` with two clients per task: the flow's model equals the
+    in-process cohort run's, and its client work ran as ``train-clients`` task runs named by their
+    first and last client."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    from fedops.paths import Paths
+    from fedops.round import load_world
+    from fedops.simulation import simulate
+    from flows.training import run_federated_training
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", {
+        "server.rounds": 2, "execution.max_workers": 2, "execution.executor": "cohort",
+        "execution.clients_per_task": 2, "name": "tiny-cohort-tasks"})
+    in_process = simulate(load_world(cfg, Paths.at(prepared)), cfg).digest
+    summary = run_federated_training(cfg, str(prepared), fresh=True)
+    assert summary["rounds"] == 2 and summary["model_params_sha256"] == in_process
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="round-2-clients-")))
+    import re
+
+    assert len(runs) >= 2 and all(r.state.is_completed() for r in runs)
+    assert all(re.fullmatch(r"round-2-clients-\d+-\d+", r.name) for r in runs), [r.name for r in runs]
