@@ -85,11 +85,13 @@ def _worker_round(global_state, r, clients):
     return _train_clients(_WORKER, global_state, r, clients)
 
 
-def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1) -> tuple[float, float, float, torch.Tensor]:
+def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1,
+              round_ends: list[float] | None = None) -> tuple[float, float, float, torch.Tensor]:
     """Plain PyTorch FedAvg with the pipeline's exact client selection and batch order, and the
     same test-set evaluation at the same cadence (timed apart), with one torch thread: in this
     process (``processes=1``), or with each round's clients split over ``processes``
-    single-threaded worker processes. Returns (total s, eval s, final test accuracy, final params)."""
+    single-threaded worker processes. Returns (total s, eval s, final test accuracy, final params);
+    ``round_ends`` gets each round's end (``time.time()``, from the clock's start)."""
     from concurrent.futures import ProcessPoolExecutor
 
     data = _load(cfg, workdir)
@@ -106,6 +108,8 @@ def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1) -> tuple[float,
             list(pool.map(_worker_round, [global_state] * processes, [0] * processes, [[]] * processes))
         eval_s, accuracy = 0.0, float("nan")
         start = time.perf_counter()
+        if round_ends is not None:
+            round_ends.append(time.time())
         for r in range(1, cfg.server.rounds + 1):
             chosen = [int(c) for c in np.sort(numpy_rng(cfg.seed, STREAM_SELECTION, r).choice(k, size=per_round,
                                                                                              replace=False))]
@@ -126,6 +130,8 @@ def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1) -> tuple[float,
                 accuracy = correct / x_test.shape[0]
                 model.train()
                 eval_s += time.perf_counter() - t0
+            if round_ends is not None:
+                round_ends.append(time.time())
         seconds = time.perf_counter() - start
     finally:
         if pool is not None:

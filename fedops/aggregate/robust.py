@@ -99,16 +99,26 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
     """``[k, k]`` matrix of squared L2 distances, in float64: symmetric, zero diagonal, >= 0.
 
     Uses the Gram trick ``|a|^2 + |b|^2 - 2 a.b`` (one matrix product, fast for large ``d``) on the
-    updates centred at their coordinate-wise median.  Distances do not change under the shift, but
-    the cancellation error does: it scales with ``|a - c|^2 + |b - c|^2``, and a robust centre
-    ``c`` keeps that of the order of the honest spread even when the updates share a large common
-    component or Byzantine rows are huge (the plain Gram trick, or centring at the mean, would
-    lose the honest cluster's distances to rounding).
+    updates centred at a robust centre ``c``: the mean of the half of the updates with the
+    smallest norms.  Distances do not change under the shift, but the cancellation error does: it
+    scales with ``|a - c|^2 + |b - c|^2``, and a robust centre keeps that of the order of the honest
+    spread even when the updates share a large common component or Byzantine rows are huge (the
+    plain Gram trick, or centring at the mean of all rows, would lose the honest cluster's
+    distances to rounding). The float64 arithmetic runs over blocks of columns, so no float64
+    copy of the whole stack is made.
     """
-    u = updates.to(torch.float64)
-    u = u - u.median(dim=0).values
-    sq = (u * u).sum(dim=1)
-    dist = sq[:, None] + sq[None, :] - 2.0 * (u @ u.T)
+    from fedops.aggregate.fedavg import BLOCK
+
+    k, d = updates.shape
+    norms = torch.linalg.vector_norm(updates, dim=1)  # only to pick the rows of the centre
+    low = torch.sort(torch.nan_to_num(norms, nan=math.inf), stable=True).indices[: (k + 1) // 2]
+    gram = torch.zeros(k, k, dtype=torch.float64, device=updates.device)
+    for lo in range(0, d, BLOCK):
+        block = updates[:, lo:lo + BLOCK].to(torch.float64)
+        block = block - block[low].mean(dim=0)
+        gram += block @ block.T
+    sq = gram.diagonal().clone()
+    dist = sq[:, None] + sq[None, :] - 2.0 * gram
     dist = ((dist + dist.T) / 2).clamp_min_(0.0)
     dist.fill_diagonal_(0.0)
     return dist

@@ -99,18 +99,28 @@ def anomaly_scores(
     updates: torch.Tensor, aggregate: torch.Tensor, *, num_byzantine: int | None = None,
     flag_norm_z: float = 3.5, flag_cosine_z: float = 3.5, min_clients: int = 10,
 ) -> AnomalyScores:
-    u = _check(updates)
+    from fedops.aggregate.fedavg import BLOCK
+
+    if not isinstance(updates, torch.Tensor) or updates.ndim != 2 or updates.shape[0] == 0:
+        raise ValueError(f"updates must be a non-empty [k, d] stack, got {getattr(updates, 'shape', type(updates))}")
+    u = updates  # float64 arithmetic over blocks of columns: no float64 copy of the whole stack
     a = aggregate.to(torch.float64).reshape(-1)
     if a.numel() != u.shape[1]:
         raise ValueError(f"aggregate has {a.numel()} values, updates have {u.shape[1]}")
     k = u.shape[0]
-    norms = torch.linalg.vector_norm(u, dim=1)
+    sq = torch.zeros(k, dtype=torch.float64, device=u.device)
+    dots = torch.zeros(k, dtype=torch.float64, device=u.device)
+    for lo in range(0, u.shape[1], BLOCK):
+        block = u[:, lo:lo + BLOCK].to(torch.float64)
+        sq += (block * block).sum(dim=1)
+        dots += block @ a[lo:lo + BLOCK]
+    norms = sq.sqrt()
     # on the log scale: norms spread multiplicatively (a client with one class, or few samples,
     # moves further), so a 3.5 cut-off on log norms means "this many times larger than its peers"
     norm_z = robust_z(norms.clamp_min(1e-12).log(), floor=LOG_NORM_FLOOR)
     a_norm = torch.linalg.vector_norm(a)
     denom = norms * a_norm
-    cosine = torch.where(denom > 0, (u @ a) / denom.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
+    cosine = torch.where(denom > 0, dots / denom.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
     f = default_byzantine(k) if num_byzantine is None else int(num_byzantine)
     krum = krum_scores(u, f) if k - f - 2 >= 1 else None
     cosine_z = robust_z(cosine, floor=COSINE_FLOOR)

@@ -15,6 +15,8 @@ which clients the simulator made faulty or malicious.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +40,9 @@ def check_update(delta: torch.Tensor, *, expected_size: int) -> Verdict:
         return Verdict(False, f"wrong length: expected {expected_size}, got shape {tuple(delta.shape)}")
     if not delta.is_floating_point():
         return Verdict(False, f"wrong dtype: expected floating point, got {delta.dtype}")
-    if not bool(torch.isfinite(delta).all()):
+    # one reduction first: a NaN or an Inf anywhere makes the sum non-finite; only a non-finite sum
+    # (which finite values can reach by overflowing) needs the elementwise check
+    if not math.isfinite(float(delta.sum())) and not bool(torch.isfinite(delta).all()):
         return Verdict(False, "non-finite values (NaN or Inf)")
     return Verdict(True)
 
@@ -62,7 +66,11 @@ class UpdateBatch:
 
     @property
     def stack(self) -> torch.Tensor:
-        return torch.stack(self.deltas)
+        """The deltas as one ``[k, d]`` tensor (made once per batch; a batch's lists are not changed)."""
+        cached = self.__dict__.get("_stack")  # (the deltas it was made of, held, so no id is reused; the stack)
+        if cached is None or len(cached[0]) != len(self.deltas) or any(a is not b for a, b in zip(cached[0], self.deltas)):
+            cached = self.__dict__["_stack"] = (list(self.deltas), torch.stack(self.deltas))
+        return cached[1]
 
     @property
     def unclipped(self) -> int | None:
