@@ -374,6 +374,27 @@ def bench_w1(
                   f"bare loop {r['bare_test_accuracy']:.4f}")
 
 
+@bench_app.command("engine")
+def bench_engine(
+    models: str = typer.Option("mlp,small_cnn", help="Comma-separated: mlp (2NN, 784-200-200-10), small_cnn."),
+    rounds: int = typer.Option(5, min=3, help="Rounds per side (steady state: the median of rounds 2..R-1)."),
+    repeats: int = typer.Option(1, min=1, help="Interleaved repeats of every side."),
+    flower: Optional[bool] = typer.Option(None, help="Run Flower's simulation engine too (default: when "
+                                                      ".flower-venv exists; bash scripts/flower-env.sh makes it)."),
+    write_readme: bool = typer.Option(False, help="Write the table into README.md (between its engine markers)."),
+) -> None:
+    """W2 (1,000 clients, 100 per round): the bare loop, fedops' executors, the pipeline and Flower, side by side."""
+    with _user_errors():
+        from fedops_benchmarks.engine import format_table, main, write_readme as write
+
+        r = main(models=tuple(m.strip() for m in models.split(",") if m.strip()), rounds=rounds, repeats=repeats,
+                 flower=flower)
+        for line in format_table(r):
+            out.print(line)
+        if write_readme:
+            write(r)
+
+
 @bench_app.command("fedsgd")
 def bench_fedsgd(target: float = typer.Option(0.80, help="Target test accuracy.")) -> None:
     """FedAvg (E=5, B=10) vs FedSGD (E=1, full batch): rounds to reach a target accuracy."""

@@ -26,7 +26,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"mlp": {"name": "mlp", "hidden": [200, 200]}, "small_cnn": {"name": "small_cnn"}}
-SIDES = ("bare", "bare_procs", "sequential", "cohort", "auto", "pipeline")
+SIDES = ("bare", "bare_procs", "sequential", "cohort", "auto", "cohort_noqc", "auto_noqc", "pipeline")
+NO_QC = {"quality.anomaly_scores": False}
+"""Without the server's per-client anomaly scores (norm and cosine z-scores, Krum distances), which
+the bare loop and Flower do not compute: the engine's own overhead."""
 
 
 def config(model: str, *, rounds: int, overrides: dict[str, Any] | None = None):
@@ -44,7 +47,22 @@ def _peak_rss_mb() -> float:
 
 
 def run_side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, Any]:
-    """One side in this process: the ends of its rounds and what it cost."""
+    """One side in this process: the ends of its rounds and what it cost (peak RSS of the whole
+    process tree, sampled every 0.5 s, as for Flower)."""
+    import threading
+
+    from fedops_benchmarks.flower_peer import _rss_sampler
+
+    stop, peak = threading.Event(), [0.0]
+    threading.Thread(target=_rss_sampler, args=(stop, peak), daemon=True).start()
+    try:
+        out = _side(side, model, rounds=rounds, workdir=workdir)
+    finally:
+        stop.set()
+    return {**out, "peak_rss_mb": max(peak[0], _peak_rss_mb())}
+
+
+def _side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, Any]:
     ends: list[float] = []
     extra: dict[str, Any] = {}
     if side in ("bare", "bare_procs"):
@@ -54,7 +72,7 @@ def run_side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, 
         _, _, accuracy, _ = bare_loop(cfg, workdir, processes=1 if side == "bare" else cfg.execution.max_workers,
                                       round_ends=ends)
         ends = ends[1:]
-    elif side in ("sequential", "cohort", "auto"):
+    elif side in ("sequential", "cohort", "auto", "cohort_noqc", "auto_noqc"):
         import torch
 
         from fedops.paths import Paths
@@ -62,14 +80,15 @@ def run_side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, 
         from fedops.simulation import simulate
 
         torch.set_num_threads(1)
-        cfg = config(model, rounds=rounds, overrides={"execution.executor": side})
+        cfg = config(model, rounds=rounds, overrides={"execution.executor": side.split("_")[0],
+                                                      **(NO_QC if side.endswith("_noqc") else {})})
         world = load_world(cfg, Paths.at(workdir))
         result = simulate(world, cfg, on_record=lambda record: ends.append(time.time()))
         accuracy = result.history[-1].get("test/accuracy")
     elif side == "pipeline":
         from flows.training import run_federated_training
 
-        cfg = config(model, rounds=rounds, overrides={"execution.executor": "cohort", "name": f"w2-{model}"})
+        cfg = config(model, rounds=rounds, overrides={"execution.executor": "auto", "name": f"w2-{model}"})
         summary = run_federated_training(cfg, str(workdir), fresh=True)
         accuracy = summary["final_test_accuracy"]
         from mlflow.tracking import MlflowClient
@@ -80,7 +99,7 @@ def run_side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, 
         raise ValueError(f"side {side!r}: expected one of {', '.join(SIDES)}")
     times = os.times()
     return {"side": side, "model": model, "round_ends": ends, "test_accuracy": accuracy,
-            "peak_rss_mb": _peak_rss_mb(), "cpu_s": times.user + times.system, **extra}
+            "cpu_s": times.user + times.system + times.children_user + times.children_system, **extra}
 
 
 def steady(ends: list[float]) -> float:
@@ -141,6 +160,53 @@ def main(*, models: tuple[str, ...] = ("mlp", "small_cnn"), rounds: int = 5, rep
         table[model] = rows
     return {"rounds": rounds, "repeats": repeats, "prepare_s": prepared_s, "table": table,
             "samples_per_round": _samples_per_round(workdir, rounds)}
+
+
+LABELS = {
+    "bare": "bare loop, 1 torch thread",
+    "bare_procs": "bare loop, 2 x 1-thread worker processes",
+    "sequential": "fedops in process, sequential executor",
+    "cohort": "fedops in process, cohort executor",
+    "auto": "fedops in process, auto executor",
+    "cohort_noqc": "fedops in process, cohort executor, no anomaly scores",
+    "auto_noqc": "fedops in process, auto executor, no anomaly scores",
+    "pipeline": "fedops pipeline (Prefect + MLflow), auto executor",
+    "flower": "Flower 1.42 simulation (Ray), 2 x 1-CPU actors",
+}
+
+
+def format_table(r: dict[str, Any]) -> list[str]:
+    """A markdown table per model: seconds per round (steady state), samples/s, end to end, peak
+    RSS, CPU seconds, and the ratios to the fastest bare loop and to Flower."""
+    lines = [f"W2: Fashion-MNIST, 1,000 clients Dirichlet(0.5), 100 per round, E = 1, B = 32; {r['rounds']} rounds, "
+             f"{r['repeats']} interleaved repeat(s), each side its own process; prepare + validate + partition "
+             f"{r['prepare_s']:.1f} s", ""]
+    for model, rows in r["table"].items():
+        bare = min(rows[s]["s_per_round"] for s in ("bare", "bare_procs") if s in rows)
+        flower = rows.get("flower", {}).get("s_per_round")
+        flower_e2e = rows.get("flower", {}).get("end_to_end_s")
+        lines += [f"**{model}**", "",
+                  "| side | s / round | samples / s | x fastest bare | Flower / side (per round) | end to end s "
+                  "| Flower / side (end to end) | peak RSS MB | CPU s | test acc |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for side, row in rows.items():
+            per, e2e, acc = row["s_per_round"], row["end_to_end_s"], row["test_accuracy"]
+            vs_flower = "" if flower is None else f"{flower / per:.2f}"
+            vs_flower_e2e = "" if flower_e2e is None else f"{flower_e2e / e2e:.2f}"
+            accuracy = "" if acc is None else f"{acc:.4f}"
+            lines.append(
+                f"| {LABELS.get(side, side)} | {per:.2f} | {r['samples_per_round'] / per:,.0f} | {per / bare:.2f} | "
+                f"{vs_flower} | {e2e:.1f} | {vs_flower_e2e} | {row['peak_rss_mb']:,.0f} | {row['cpu_s']:.1f} | "
+                f"{accuracy} |")
+        lines.append("")
+    return lines
+
+
+def write_readme(r: dict[str, Any], readme: Path = ROOT / "README.md") -> None:
+    from fedops_benchmarks.readme import replace_block
+
+    replace_block(readme, begin="<!-- engine-table:begin -->", end="<!-- engine-table:end -->",
+                  lines=format_table(r))
 
 
 def _samples_per_round(workdir: Path, rounds: int) -> float:

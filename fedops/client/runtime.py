@@ -274,54 +274,66 @@ class ClientRuntime:
                     out[update.client_id] = replace(update, metrics={**update.metrics, "cohort": 1.0})
         return {cid: out[cid] for cid in client_ids}
 
-    def probe_cohort(self, *, global_params: torch.Tensor, client_ids: list[int], steps: int = 3) -> dict[str, float]:
-        """Seconds for ``steps`` minibatches of each of ``client_ids`` (at most the cohort chunk),
-        trained one at a time and as a cohort, on the first client's device, after a warm-up of
-        each; nothing of the run changes. Cached per model, device, batch size, cohort size and
-        thread count."""
+    def probe_cohort(self, *, global_params: torch.Tensor, client_ids: list[int], clients: int = 16) -> dict[str, float]:
+        """Seconds to train ``clients`` of ``client_ids`` per worker (their own rows, epochs and
+        batch size: the round's real work) one at a time and as a cohort, with
+        ``execution.max_workers`` threads at once, each with its worker's torch threads (so the
+        workers' contention, the GIL's included, is in the figure), on the first client's device,
+        after a warm-up; interleaved, the faster of two tries. Nothing of the run changes (the
+        generators are the probe's own). Cached per model, device, batch size, epochs and layout
+        of workers."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from fedops.client.cohort import CohortClient, cohort_train
 
         spec, ex = self.config.client, self.config.execution
-        ids = [c for c in client_ids if self.cohort_exclusion(c) is None][:ex.cohort_chunk]
-        if not ids or self.cohort_refusal is not None:
-            return {"cohort_s": float("inf"), "sequential_s": 0.0, "clients": float(len(ids))}
-        device = self.device_for(ids[0])
+        workers = max(1, ex.max_workers)
+        eligible = [c for c in client_ids if self.cohort_exclusion(c) is None]
+        shares = [eligible[w::workers][:clients] for w in range(workers)]
+        shares = [s for s in shares if s]
+        if not shares or self.cohort_refusal is not None:
+            return {"cohort_s": float("inf"), "sequential_s": 0.0, "clients": float(sum(map(len, shares)))}
+        device = self.device_for(shares[0][0])
         threads = ex.threads_per_worker()
         key = (self.config.model.model_dump_json(), tuple(self.input_shape), self.num_classes, str(device),
-               spec.batch_size, len(ids), threads)
+               spec.batch_size, spec.epochs, threads, len(shares))
         if key in _PROBES:
             return _PROBES[key]
         data = self._data(device)
-        bs = spec.batch_size or 32
-        rows = [data.indices[c][:bs * steps] for c in ids]
         params = global_params.to(device)
-        model = self.thread_model(device)
+        hp = dict(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
+                  weight_decay=spec.weight_decay, prox_mu=spec.prox_mu)
 
-        def one_at_a_time():
-            for c, ix in zip(ids, rows):
-                local_train(model, client_id=c, layout=self.layout, global_params=params, x=data.x, y=data.y,
-                            indices=ix, epochs=1, batch_size=bs, lr=spec.lr, momentum=spec.momentum,
-                            generator=torch.Generator(device=device).manual_seed(c))
+        def gen(c):
+            return torch.Generator(device=device).manual_seed(c)
 
-        def cohort():
-            clients = [CohortClient(client_id=c, indices=ix, generator=torch.Generator(device=device).manual_seed(c))
-                       for c, ix in zip(ids, rows)]
-            cohort_train(model, layout=self.layout, global_params=params, x=data.x, y=data.y, clients=clients,
-                         epochs=1, batch_size=bs, lr=spec.lr, momentum=spec.momentum, chunk_size=len(ids))
+        def one_at_a_time(some):
+            with torch_threads(threads):
+                for c in some:
+                    local_train(self.thread_model(device), client_id=c, layout=self.layout, global_params=params,
+                                x=data.x, y=data.y, indices=data.indices[c], generator=gen(c), **hp)
 
-        times = {"sequential_s": [], "cohort_s": []}
-        with torch_threads(threads):
-            for _ in range(3):  # the first of each is the warm-up; interleaved, the faster of the rest
+        def cohort(some):
+            with torch_threads(threads):
+                cohort_train(self.thread_model(device), layout=self.layout, global_params=params, x=data.x, y=data.y,
+                             clients=[CohortClient(client_id=c, indices=data.indices[c], generator=gen(c)) for c in some],
+                             chunk_size=ex.cohort_chunk, width=spec.batch_size or max(self.sizes()), **hp)
+
+        times: dict[str, list[float]] = {"sequential_s": [], "cohort_s": []}
+        with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+            list(pool.map(one_at_a_time, [s[:2] for s in shares]))  # warm-up
+            list(pool.map(cohort, [s[:2] for s in shares]))
+            for _ in range(2):
                 for name, fn in (("sequential_s", one_at_a_time), ("cohort_s", cohort)):
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     t = time.perf_counter()
-                    fn()
+                    list(pool.map(fn, shares))
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     times[name].append(time.perf_counter() - t)
-        result = {name: min(ts[1:]) for name, ts in times.items()}
-        result["clients"] = float(len(ids))
+        result = {name: min(ts) for name, ts in times.items()}
+        result["clients"] = float(sum(map(len, shares)))
         _PROBES[key] = result
         return result
 

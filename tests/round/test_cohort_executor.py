@@ -174,3 +174,18 @@ def test_a_failed_batch_is_retried_client_by_client():
     assert out.failures == {2: "RuntimeError: client 2 is broken"}
     assert calls.count(2) == 2 and calls.count(1) == 1  # retries: 2 attempts after the batch's
     assert CohortChoice("off").batch(job, [1], round_idx=1, shared={}, group_size=1) is False
+
+
+def test_the_probe_times_both_paths_on_real_clients_once_per_model_and_layout():
+    from fedops.client import runtime as rt_module
+
+    runtime = _world(_cfg(**{"execution.executor": "auto"})).runtime
+    params = runtime.layout.flatten(runtime.new_model(seed=1))
+    rt_module._PROBES.clear()
+    first = runtime.probe_cohort(global_params=params, client_ids=list(range(len(SIZES))), clients=3)
+    assert first["cohort_s"] > 0 and first["sequential_s"] > 0 and first["clients"] == 6.0
+    assert runtime.probe_cohort(global_params=params, client_ids=[0, 1], clients=3) is first  # cached
+    refused = _world(_cfg(model={"name": "mlp", "hidden": [8], "dropout": 0.5},
+                          **{"execution.executor": "auto"})).runtime
+    probe = refused.probe_cohort(global_params=refused.layout.flatten(refused.new_model(seed=1)), client_ids=[0, 1])
+    assert probe["cohort_s"] == float("inf")  # never chosen, nothing timed
