@@ -395,6 +395,24 @@ def bench_engine(
             write(r)
 
 
+@bench_app.command("scale")
+def bench_scale(
+    clients: int = typer.Option(10_000, min=2), per_round: int = typer.Option(100, min=1),
+    rounds: int = typer.Option(20, min=3), executor: str = typer.Option("auto"),
+) -> None:
+    """Many simulated clients (index partitions of Fashion-MNIST, 2NN MLP) in process: RSS over rounds."""
+    with _user_errors():
+        from fedops_benchmarks.engine import scale
+
+        r = scale(clients=clients, per_round=per_round, rounds=rounds, executor=executor)
+        by_round = r["rss_mb_by_round"]
+        middle = [v for k, v in by_round.items() if 1 < k < rounds]
+        out.print(f"{r['clients']:,} clients, {r['per_round']} per round, {r['rounds']} rounds, executor {r['executor']}: "
+                  f"{r['s_per_round']:.2f} s per round")
+        out.print(f"  RSS after round 1: {r['rss_mb'][1][0]:,.0f} MB; after round {rounds}: {r['rss_mb'][rounds][0]:,.0f} MB "
+                  f"(peak {r['rss_mb'][rounds][1]:,.0f} MB); rounds 2..{rounds - 1}: {min(middle):,.0f}-{max(middle):,.0f} MB")
+
+
 @bench_app.command("fedsgd")
 def bench_fedsgd(target: float = typer.Option(0.80, help="Target test accuracy.")) -> None:
     """FedAvg (E=5, B=10) vs FedSGD (E=1, full batch): rounds to reach a target accuracy."""

@@ -234,3 +234,46 @@ if __name__ == "__main__":
     ap.add_argument("--workdir", type=Path, required=True)
     a = ap.parse_args()
     print(json.dumps(run_side(a.side, a.model, rounds=a.rounds, workdir=a.workdir)))
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set of this process, MB."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def scale(*, clients: int = 10_000, per_round: int = 100, rounds: int = 20, workdir: Path | None = None,
+          executor: str = "auto") -> dict[str, Any]:
+    """``clients`` simulated clients over Fashion-MNIST's training rows (IID index partitions, no
+    copies), ``per_round`` a round, the 2NN MLP, in process: the resident set after rounds 1 and
+    ``rounds`` (growth over rounds would be a leak) and the seconds per round."""
+    import numpy as np
+
+    from fedops.round import world_from_bundle
+    from fedops.simulation import simulate
+    from fedops_benchmarks.w1 import prepare
+
+    workdir = workdir or ROOT / ".cache" / "bench" / "w2"
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = config("mlp", rounds=rounds)
+    prepare(base, workdir)
+    cfg = config("mlp", rounds=rounds, overrides={
+        "partition": {"num_clients": clients, "name": "iid"}, "server.fraction": per_round / clients,
+        "execution.executor": executor})
+    raw = cfg.data.load_raw(workdir / "data" / "raw" / cfg.data.name)
+    bundle = cfg.data.to_bundle(raw)
+    order = np.random.default_rng(cfg.seed).permutation(bundle.y_train.shape[0])
+    world = world_from_bundle(cfg, bundle, partition_indices=np.array_split(order, clients))
+    rss: dict[int, tuple[float, float]] = {}
+    ends: list[float] = []
+
+    def on_round(row: dict[str, Any]) -> None:
+        ends.append(time.time())
+        rss[int(row["round"])] = _rss_mb()
+
+    start = time.time()
+    simulate(world, cfg, on_round=on_round)
+    gaps = [b - a for a, b in zip([start] + ends, ends)]
+    return {"clients": clients, "per_round": per_round, "rounds": rounds, "executor": executor,
+            "rss_mb": {r: rss[r] for r in (1, rounds)}, "rss_mb_by_round": {r: round(v[0]) for r, v in rss.items()},
+            "s_per_round": statistics.median(gaps[1:-1] or gaps)}
