@@ -390,7 +390,7 @@ def bench_engine(
         r = main(models=tuple(m.strip() for m in models.split(",") if m.strip()), rounds=rounds, repeats=repeats,
                  flower=flower)
         for line in format_table(r):
-            out.print(line)
+            typer.echo(line)  # plain: a markdown table must not be wrapped
         if write_readme:
             write(r)
 

@@ -279,7 +279,7 @@ class ClientRuntime:
         batch size: the round's real work) one at a time and as a cohort, with
         ``execution.max_workers`` threads at once, each with its worker's torch threads (so the
         workers' contention, the GIL's included, is in the figure), on the first client's device,
-        after a warm-up; interleaved, the faster of two tries. Nothing of the run changes (the
+        after a warm-up; interleaved, the fastest of three tries. Nothing of the run changes (the
         generators are the probe's own). Cached per model, device, batch size, epochs and layout
         of workers."""
         from concurrent.futures import ThreadPoolExecutor
@@ -323,7 +323,7 @@ class ClientRuntime:
         with ThreadPoolExecutor(max_workers=len(shares)) as pool:
             list(pool.map(one_at_a_time, [s[:2] for s in shares]))  # warm-up
             list(pool.map(cohort, [s[:2] for s in shares]))
-            for _ in range(2):
+            for _ in range(3):
                 for name, fn in (("sequential_s", one_at_a_time), ("cohort_s", cohort)):
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
