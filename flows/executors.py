@@ -45,6 +45,7 @@ class PrefectExecutor:
         self._options = {"retries": retries, "retry_delay_seconds": retry_delay_s}
         self.retries, self.chunk_size = retries, chunk_size
         self.choice = CohortChoice(mode)
+        self._reported = False
         self.group_size = group_size or (lambda n: 1)
 
     def _task(self, job: Job):
@@ -77,6 +78,12 @@ class PrefectExecutor:
             return out
         size = self.group_size(len(items)) if job.batch_fn is not None else 1
         batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared, group_size=size)
+        if self.choice.probe is not None and not self._reported:  # auto's choice, in the flow run's log
+            from prefect.logging import get_run_logger
+
+            self._reported = True
+            get_run_logger().info("execution.executor %s; the probe took %.2f s", self.choice.describe(),
+                                  self.choice.probe["probe_s"])
         if size > 1 or batch:
             groups = groups_of(items, size)
             futures = self._group_task(job).map(
