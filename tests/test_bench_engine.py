@@ -1,0 +1,57 @@
+"""The engine benchmark's arithmetic and README block (hand-made results, no training), and
+Flower's side importing nothing of fedops at its top level (it runs in Flower's own environment)."""
+
+import ast
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fedops_benchmarks import engine, flower_peer
+
+
+def test_steady_state_is_the_median_gap_of_the_middle_rounds():
+    # round ends at 0, 10 (round 1: warm-up), 11, 13, 14, 20 (last round: evaluation)
+    assert engine.steady([0.0, 10.0, 11.0, 13.0, 14.0, 20.0]) == 1.0  # gaps 10 | 1 2 1 | 6 -> median 1
+    assert engine.steady([0.0, 2.0, 5.0]) == 3.0  # too few rounds to drop any: the gaps' median
+
+
+def test_table_ratios_and_readme_block(tmp_path):
+    row = lambda per, e2e: {"s_per_round": per, "end_to_end_s": e2e, "peak_rss_mb": 1000.0, "cpu_s": 9.0,  # noqa: E731
+                            "test_accuracy": 0.5}
+    r = {"rounds": 5, "repeats": 1, "prepare_s": 3.0, "samples_per_round": 6000.0,
+         "table": {"mlp": {"bare": row(0.4, 10.0), "bare_procs": row(0.25, 12.0), "auto": row(0.5, 20.0),
+                           "flower": row(3.0, 60.0)}}}
+    lines = engine.format_table(r)
+    auto = next(line for line in lines if line.startswith("| fedops in process, auto"))
+    cells = [c.strip() for c in auto.strip("|").split("|")]
+    # s/round, samples/s, x fastest bare (0.5/0.25), Flower/side per round (3/0.5), e2e, Flower/side e2e (60/20)
+    assert cells[1:7] == ["0.50", "12,000", "2.00", "6.00", "20.0", "3.00"]
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- engine-table:begin -->\nold\n<!-- engine-table:end -->\nrest\n")
+    engine.write_readme(r, readme)
+    text = readme.read_text()
+    assert "old" not in text and auto in text and text.startswith("intro\n") and text.endswith("rest\n")
+
+
+def test_flower_side_imports_nothing_of_fedops_at_its_top_level():
+    tree = ast.parse(Path(flower_peer.__file__).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top for a in n.names] + [n.module for n in top if isinstance(n, ast.ImportFrom)]
+    assert names and not any(str(m).startswith("fedops") for m in names), names
+
+
+def test_the_rss_sampler_sees_this_process():
+    stop, peak = threading.Event(), [0.0]
+    t = threading.Thread(target=flower_peer._rss_sampler, args=(stop, peak), daemon=True)
+    t.start()
+    time.sleep(1.2)
+    stop.set()
+    t.join(5)
+    assert peak[0] > 10  # MB: at least this interpreter with pytest loaded
+
+
+def test_unknown_model_is_refused_by_name():
+    with pytest.raises(ValueError, match="model 'resnet'.*mlp, small_cnn"):
+        engine.config("resnet", rounds=3)
