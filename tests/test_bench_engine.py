@@ -14,7 +14,7 @@ from fedops_benchmarks import engine, flower_peer
 def test_steady_state_is_the_median_gap_of_the_middle_rounds():
     # round ends at 0, 10 (round 1: warm-up), 11, 13, 14, 20 (last round: evaluation)
     assert engine.steady([0.0, 10.0, 11.0, 13.0, 14.0, 20.0]) == 1.0  # gaps 10 | 1 2 1 | 6 -> median 1
-    assert engine.steady([0.0, 2.0, 5.0]) == 3.0  # too few rounds to drop any: the gaps' median
+    assert engine.steady([0.0, 2.0, 5.0]) == 2.5  # too few rounds to drop any: the gaps' median
 
 
 def test_table_ratios_and_readme_block(tmp_path):
