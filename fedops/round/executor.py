@@ -73,16 +73,8 @@ class SequentialExecutor:
         return value
 
     def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
-        out = MapResult()
-        for item in items:
-            for attempt in range(self.retries + 1):
-                try:
-                    out.results[item] = job.fn(item, round_idx=round_idx, **shared)
-                    out.failures.pop(item, None)
-                    break
-                except Exception as exc:  # a failed client is reported, not fatal to the round
-                    out.failures[item] = describe_failure(exc)
-        return out
+        return run_group(job, items, round_idx=round_idx, shared=shared, retries=self.retries, batch=False,
+                         chunk_size=1)
 
 
 def run_group(job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any], retries: int,
