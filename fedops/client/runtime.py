@@ -108,6 +108,9 @@ class ClientRuntime:
                     "(e.g. BatchNorm -> GroupNorm) or choose another model"
                 )
         self.layout = ParamLayout.from_module(model)
+        if self.config.execution.executor == "cohort" and self.cohort_refusal is not None:
+            raise ConfigError(f"execution.executor = 'cohort' cannot vectorise this run: {self.cohort_refusal}; "
+                              "use 'auto' (it trains such clients one at a time) or 'threads'")
         from fedops.attacks import choose_malicious
 
         sim = self.config.simulation

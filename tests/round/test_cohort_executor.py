@@ -128,6 +128,8 @@ def test_refused_combinations_name_the_value():
     # auto accepts what the cohort path cannot do: those clients train one at a time
     cfg = _cfg(model={"name": "mlp", "hidden": [8], "dropout": 0.5}, **{"execution.executor": "auto"})
     assert "dropout" in _world(cfg).runtime.cohort_refusal
+    with pytest.raises(ConfigError, match="execution.executor = 'cohort' cannot vectorise this run: model 'mlp'.*dropout"):
+        _world(_cfg(model={"name": "mlp", "hidden": [8], "dropout": 0.5}, **{"execution.executor": "cohort"}))
 
 
 def _job(times):
