@@ -77,7 +77,7 @@ class PrefectExecutor:
         if not items:
             return out
         size = self.group_size(len(items)) if job.batch_fn is not None else 1
-        batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared, group_size=size)
+        batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared)
         if self.choice.probe is not None and not self._reported:  # auto's choice, in the flow run's log
             from prefect.logging import get_run_logger
 

@@ -25,10 +25,14 @@ from fedops.lazy import torch  # torch on first use: configs load without it
 from fedops.aggregate.robust import krum_scores
 
 
-def _check(updates: torch.Tensor) -> torch.Tensor:
+def _validate(updates: torch.Tensor) -> torch.Tensor:
     if not isinstance(updates, torch.Tensor) or updates.ndim != 2 or updates.shape[0] == 0:
         raise ValueError(f"updates must be a non-empty [k, d] stack, got {getattr(updates, 'shape', type(updates))}")
-    return updates.to(torch.float64)
+    return updates
+
+
+def _check(updates: torch.Tensor) -> torch.Tensor:
+    return _validate(updates).to(torch.float64)
 
 
 def norm_outliers(updates: torch.Tensor, *, multiple: float) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -101,9 +105,7 @@ def anomaly_scores(
 ) -> AnomalyScores:
     from fedops.aggregate.fedavg import BLOCK
 
-    if not isinstance(updates, torch.Tensor) or updates.ndim != 2 or updates.shape[0] == 0:
-        raise ValueError(f"updates must be a non-empty [k, d] stack, got {getattr(updates, 'shape', type(updates))}")
-    u = updates  # float64 arithmetic over blocks of columns: no float64 copy of the whole stack
+    u = _validate(updates)  # float64 arithmetic over blocks of columns: no float64 copy of the whole stack
     a = aggregate.to(torch.float64).reshape(-1)
     if a.numel() != u.shape[1]:
         raise ValueError(f"aggregate has {a.numel()} values, updates have {u.shape[1]}")

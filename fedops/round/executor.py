@@ -34,8 +34,8 @@ class Job:
     """``batch_fn(items, *, round_idx, chunk_size, **shared)``: every item at once; each item's
     result or the exception that stopped it."""
     probe_fn: Callable[..., dict[str, float]] | None = None
-    """``probe_fn(items, *, round_idx, **shared)``: ``{"cohort_s", "sequential_s"}`` for a few
-    steps of ``items`` each way (``execution.executor: auto``)."""
+    """``probe_fn(items, *, round_idx, **shared)``: ``{"cohort_s", "sequential_s"}``, seconds for
+    some of ``items`` each way (``execution.executor: auto``)."""
 
 
 @dataclass
@@ -129,8 +129,7 @@ class CohortChoice:
         self.probe: dict[str, float] | None = None
         self._decided: dict[str, bool] = {}
 
-    def batch(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any],
-              group_size: int) -> bool:
+    def batch(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> bool:
         if job.batch_fn is None or self.mode == "off":
             return False
         if self.mode == "cohort":
@@ -181,7 +180,7 @@ class CohortExecutor:
     def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
         items = list(items)
         size = self.group_size(len(items)) if job.batch_fn is not None else 1
-        batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared, group_size=size) if items else False
+        batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared) if items else False
         groups = groups_of(items, size)
 
         def one(group):

@@ -57,7 +57,7 @@ def train_clients(client_ids: list[int], *, round_idx: int, runtime: ClientRunti
 
 def probe_train(client_ids: list[int], *, round_idx: int, runtime: ClientRuntime, params: torch.Tensor,
                 **_: Any) -> dict[str, float]:
-    """``execution.executor: auto``: seconds for a few steps of these clients each way."""
+    """``execution.executor: auto``: seconds to train some of these clients each way."""
     return runtime.probe_cohort(global_params=params, client_ids=list(client_ids))
 
 

@@ -175,7 +175,7 @@ def test_a_failed_batch_is_retried_client_by_client():
     assert out.results == {1: 1, 3: 3}
     assert out.failures == {2: "RuntimeError: client 2 is broken"}
     assert calls.count(2) == 2 and calls.count(1) == 1  # retries: 2 attempts after the batch's
-    assert CohortChoice("off").batch(job, [1], round_idx=1, shared={}, group_size=1) is False
+    assert CohortChoice("off").batch(job, [1], round_idx=1, shared={}) is False
 
 
 def test_the_probe_times_both_paths_on_real_clients_once_per_model_and_layout():
