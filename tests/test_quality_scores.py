@@ -84,3 +84,24 @@ def test_scaled_sign_flippers_are_flagged_among_honest_clients_of_uneven_norms()
     u = torch.cat([honest, attackers])
     s = anomaly_scores(u, u.mean(dim=0))
     assert s.flagged.tolist() == [False] * 12 + [True] * 3
+
+
+def test_float32_updates_score_as_their_float64_copies():
+    """Float32 stacks are multiplied in float32 (block sums in float64): the scores agree with the
+    float64 computation on the same values to ~1e-5, and the flags and Krum's ranking are the
+    same, with a large common component, uneven norms and scaled Byzantine rows."""
+    g = torch.Generator().manual_seed(3)
+    d = 40_000  # more than two blocks of columns
+    common = 0.05 * torch.randn(d, generator=g)
+    honest = common + 0.01 * torch.randn(30, d, generator=g) * torch.linspace(0.5, 2.0, 30)[:, None]
+    attack = -8.0 * honest[:4]
+    u32 = torch.cat([honest, attack]).to(torch.float32)
+    u64 = u32.to(torch.float64)
+    agg = u32.mean(dim=0)
+    s32, s64 = anomaly_scores(u32, agg), anomaly_scores(u64, agg)
+    for name in ("norm", "norm_z", "cosine", "cosine_z", "krum"):
+        a, b = getattr(s32, name), getattr(s64, name)
+        assert a.dtype == torch.float64
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max())), name
+    assert torch.equal(s32.flagged, s64.flagged) and bool(s32.flagged[30:].all()) and not s32.flagged[:30].any()
+    assert torch.equal(s32.krum.argsort(), s64.krum.argsort())

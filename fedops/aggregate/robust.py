@@ -95,8 +95,17 @@ def _canonical(updates: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tens
     return updates.to(torch.float64)[perm], weights.to(device=updates.device, dtype=torch.float64)[perm]
 
 
+def work_dtype(updates: torch.Tensor) -> torch.dtype:
+    """The dtype the blocked products over ``updates`` ``[k, d]`` run in: float32 for a float32
+    stack at least one block (``fedops.aggregate.fedavg.BLOCK`` columns) wide, where the product
+    dominates and float32 is ~3x faster; float64 otherwise. Sums across blocks are float64."""
+    from fedops.aggregate.fedavg import BLOCK
+
+    return torch.float32 if updates.dtype == torch.float32 and updates.shape[-1] >= BLOCK else torch.float64
+
+
 def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
-    """``[k, k]`` matrix of squared L2 distances, in float64: symmetric, zero diagonal, >= 0.
+    """``[k, k]`` matrix of squared L2 distances, as float64: symmetric, zero diagonal, >= 0.
 
     Uses the Gram trick ``|a|^2 + |b|^2 - 2 a.b`` (one matrix product, fast for large ``d``) on the
     updates centred at a robust centre ``c``: the mean of the half of the updates with the
@@ -104,19 +113,25 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
     scales with ``|a - c|^2 + |b - c|^2``, and a robust centre keeps that of the order of the honest
     spread even when the updates share a large common component or Byzantine rows are huge (the
     plain Gram trick, or centring at the mean of all rows, would lose the honest cluster's
-    distances to rounding). The float64 arithmetic runs over blocks of columns, so no float64
-    copy of the whole stack is made.
+    distances to rounding). The arithmetic runs over blocks of columns, so no float64 copy of the
+    whole stack is made. Float32 stacks of at least :func:`work_dtype`'s width (what clients send
+    for any real model) are centred and multiplied in float32, each block's ``[k, k]`` product
+    added up in float64: after centring, the relative error of a distance is of the order of
+    float32's epsilon times the square root of the block width (~1e-5), well below the spread
+    between clients that Krum and the anomaly scores rank, at a third of the float64 product's
+    time. Narrower stacks and other dtypes are computed in float64 (exact on small integers).
     """
     from fedops.aggregate.fedavg import BLOCK
 
     k, d = updates.shape
+    work = work_dtype(updates)
     norms = torch.linalg.vector_norm(updates, dim=1)  # only to pick the rows of the centre
     low = torch.sort(torch.nan_to_num(norms, nan=math.inf), stable=True).indices[: (k + 1) // 2]
     gram = torch.zeros(k, k, dtype=torch.float64, device=updates.device)
     for lo in range(0, d, BLOCK):
-        block = updates[:, lo:lo + BLOCK].to(torch.float64)
-        block = block - block[low].mean(dim=0)
-        gram += block @ block.T
+        block = updates[:, lo:lo + BLOCK].to(work)
+        block = block - block[low].to(torch.float64).mean(dim=0).to(work)
+        gram += (block @ block.T).to(torch.float64)
     sq = gram.diagonal().clone()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
     dist = ((dist + dist.T) / 2).clamp_min_(0.0)

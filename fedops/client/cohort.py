@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fedops.types import ClientUpdate, ParamLayout
@@ -146,7 +145,11 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
 
     def objective(p, xb, yb, m, *w):
         logits = functional_call(model, (p, buffers), (xb,))
-        per_row = F.cross_entropy(logits, yb, reduction="none") * m  # a masked mean, always (see above)
+        # cross-entropy as log-softmax and gather: under vmap, F.cross_entropy goes through
+        # nll_loss's Python decomposition, which imports torch._dynamo on first use (~6 s) and
+        # then takes the import lock on every step (two cohort threads queue on it)
+        nll = -logits.log_softmax(dim=-1).gather(-1, yb.unsqueeze(-1)).squeeze(-1)
+        per_row = nll * m  # a masked mean, always (see above)
         if w:
             per_row = per_row * w[0]
         loss = per_row.sum() / m.sum()

@@ -63,6 +63,15 @@ class Codec(PluginModel):
     def decode(self, payload: bytes, *, ctx: CodecContext) -> torch.Tensor:
         raise NotImplementedError
 
+    def decode_into(self, payload: bytes, *, ctx: CodecContext, out: torch.Tensor) -> None:
+        """Decode straight into ``out`` (a float32 row of the server's ``[k, d]`` stack), so the
+        round's updates are copied once. The same errors as :meth:`decode`; a payload that decodes
+        to the wrong length raises ``ValueError``."""
+        delta = self.decode(payload, ctx=ctx)
+        if delta.ndim != 1 or delta.numel() != out.numel():
+            raise ValueError(f"decoded to shape {tuple(delta.shape)}, expected ({out.numel()},)")
+        out.copy_(delta)
+
     def encode_download(self, global_delta: torch.Tensor, *, ctx: CodecContext) -> bytes | None:
         """The broadcast of the round's global change, or ``None``: the model goes as float32."""
         return None

@@ -15,12 +15,16 @@ def float32_bytes(x: torch.Tensor) -> bytes:
     return x.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes()
 
 
-def float32_from(payload: bytes, *, dim: int, what: str = "payload") -> torch.Tensor:
+def _float32_view(payload: bytes, *, dim: int, what: str) -> np.ndarray:
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise ValueError(f"{what} must be bytes, got {type(payload).__name__}")
     if len(payload) != 4 * dim:
         raise ValueError(f"wrong length: {what} has {len(payload)} bytes, expected {4 * dim} (float32 x {dim})")
-    return torch.from_numpy(np.frombuffer(payload, dtype="<f4").copy())
+    return np.frombuffer(payload, dtype="<f4")
+
+
+def float32_from(payload: bytes, *, dim: int, what: str = "payload") -> torch.Tensor:
+    return torch.from_numpy(_float32_view(payload, dim=dim, what=what).copy())
 
 
 @CODECS.register("none")
@@ -33,6 +37,11 @@ class NoCompression(Codec):
 
     def decode(self, payload, *, ctx):
         return float32_from(payload, dim=ctx.dim)
+
+    def decode_into(self, payload, *, ctx, out):
+        if out.dtype != torch.float32 or out.device.type != "cpu" or out.numel() != ctx.dim:
+            return super().decode_into(payload, ctx=ctx, out=out)
+        out.numpy()[...] = _float32_view(payload, dim=ctx.dim, what="payload")  # one copy, no temporary
 
     def project(self, delta, *, ctx):
         return delta.detach().to(torch.float32)

@@ -91,10 +91,14 @@ def decode_and_validate(messages: list[EncodedUpdate], *, codec: Any, ctx_for, d
                         weight_factor, rows: dict[int, dict[str, Any]]) -> UpdateBatch:
     """Decode each payload and check it; a client whose payload fails is rejected with the reason."""
     batch = UpdateBatch([], [], [], [])
+    # each payload is decoded straight into the next free row of the round's stack: one copy per
+    # update, no second one to stack them; a rejected payload's row is reused by the next
+    buffer = torch.empty(len(messages), dim, dtype=torch.float32)
     for msg in sorted(messages, key=lambda m: m.client_id):
         row = rows[msg.client_id]
+        delta = buffer[len(batch.deltas)]
         try:
-            delta = codec.decode(msg.payload, ctx=ctx_for(msg.client_id))
+            codec.decode_into(msg.payload, ctx=ctx_for(msg.client_id), out=delta)
         except ValueError as exc:
             row.update(status="rejected", reason=f"undecodable {codec.name} payload: {exc}")
             continue
@@ -107,11 +111,12 @@ def decode_and_validate(messages: list[EncodedUpdate], *, codec: Any, ctx_for, d
         if factor != 1.0:
             row["weight_factor"] = factor
         batch.client_ids.append(msg.client_id)
-        batch.deltas.append(delta.to(torch.float32))
+        batch.deltas.append(delta)
         base = float(msg.num_samples) if msg.weight is None else float(msg.weight)
         batch.weights.append(base * factor)
         batch.indicators.append(msg.clip_indicator)
         batch.losses.append(row.get("loss_before"))
+    batch.__dict__["_stack"] = (list(batch.deltas), buffer[:len(batch.deltas)])
     return batch
 
 

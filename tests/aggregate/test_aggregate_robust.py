@@ -192,6 +192,19 @@ def test_pairwise_distances_keep_precision_under_a_common_offset():
     assert torch.allclose(dist, exact, rtol=1e-10, atol=1e-15 * float(exact.max()))
 
 
+def test_float32_pairwise_distances_agree_with_float64_to_float32_precision():
+    g = torch.Generator().manual_seed(1)
+    x = (1.0 + 1e-2 * torch.randn(12, 50_000, generator=g)).to(torch.float32)  # a common component 100x the spread
+    x = torch.cat([x, 1e3 * x[:2]])
+    exact = pairwise_sq_distances(x.to(torch.float64))
+    dist = pairwise_sq_distances(x)
+    assert dist.dtype == torch.float64 and torch.equal(dist, dist.T) and bool((dist.diagonal() == 0).all())
+    assert torch.allclose(dist[:12, :12], exact[:12, :12], rtol=1e-4, atol=0)
+    # far from the centre (the Byzantine rows), the error is relative to the distance from the centre
+    assert torch.allclose(dist, exact, rtol=1e-4, atol=1e-6 * float(exact.max()))
+    assert torch.equal(krum_scores(x, 2).argsort(), krum_scores(x.to(torch.float64), 2).argsort())
+
+
 # ------------------------------------------------------------------------------------------- #
 # hand-computed cases
 
