@@ -369,6 +369,10 @@ def bench_w1(
         out.print(f"  ratio pipeline / fastest bare loop:    {r['ratio']:.2f}x "
                   f"(one thread {r['ratio_one_thread']:.2f}x, worker processes {r['ratio_procs']:.2f}x)")
         out.print(f"  ratio pipeline / bare SGD steps alone: {r['ratio_sgd_only']:.2f}x")
+        out.print(f"  CPU time: pipeline {r['pipeline_cpu_s']:.1f} s (with its Prefect API server), bare loop "
+                  f"{r['bare_loop_cpu_s']:.1f} s, worker processes {r['bare_procs_cpu_s']:.1f} s; ratio "
+                  f"{r['cpu_ratio']:.2f}x to the fastest (one thread {r['cpu_ratio_one_thread']:.2f}x, "
+                  f"worker processes {r['cpu_ratio_procs']:.2f}x)")
         out.print(f"  final models max |diff|: pipeline {r['max_abs_param_diff']:.2e}, worker processes "
                   f"{r['max_abs_param_diff_procs']:.2e}; test accuracy pipeline {r['pipeline_test_accuracy']:.4f}, "
                   f"bare loop {r['bare_test_accuracy']:.4f}")

@@ -135,31 +135,56 @@ def client_fn(context):
     return PeerClient().to_client()
 
 
-def _rss_sampler(stop: threading.Event, peak: list[float]) -> None:
-    """The process tree's RSS (this process and every descendant: Ray's raylet, GCS, actors)."""
-    def tree_rss() -> float:
-        total, pids = 0, [os.getpid()]
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                    children.setdefault(ppid, []).append(int(entry))
-                except (OSError, IndexError, ValueError):
-                    pass
-        while pids:
-            pid = pids.pop()
-            pids.extend(children.get(pid, []))
+def _tree_pids() -> list[int]:
+    """This process and every live descendant (Ray's raylet, GCS, actors; Prefect's API server)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except OSError:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
                 pass
-        return total / 1024
+    out, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
+
+def tree_rss_mb() -> float:
+    """The process tree's resident memory (MB)."""
+    total = 0
+    for pid in _tree_pids():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds (user + system) spent so far by this process, its reaped children, and every
+    live descendant with its own reaped children: the difference over a span is the span's CPU."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in _tree_pids()[1:]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _rss_sampler(stop: threading.Event, peak: list[float]) -> None:
+    """Keeps ``peak[0]`` at the largest process-tree RSS seen, sampled every 0.5 s."""
     while not stop.wait(0.5):
-        peak[0] = max(peak[0], tree_rss())
+        peak[0] = max(peak[0], tree_rss_mb())
 
 
 def main(model: str, rounds: int, workdir: Path) -> dict[str, Any]:

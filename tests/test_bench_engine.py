@@ -52,6 +52,25 @@ def test_the_rss_sampler_sees_this_process():
     assert peak[0] > 10  # MB: at least this interpreter with pytest loaded
 
 
+def test_tree_cpu_counts_a_live_child_and_then_the_reaped_one():
+    import subprocess
+    import sys
+
+    spin = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    before = flower_peer.tree_cpu_s()
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        deadline = time.time() + 20
+        while flower_peer.tree_cpu_s() - before < 0.6 and time.time() < deadline:
+            time.sleep(0.2)
+        live = flower_peer.tree_cpu_s() - before  # the child is still running (sleeping): read from /proc
+        assert child.poll() is None and live >= 0.6
+    finally:
+        child.kill()
+        child.wait()
+    assert flower_peer.tree_cpu_s() - before >= 0.6  # reaped: in this process's children times
+
+
 def test_unknown_model_is_refused_by_name():
     with pytest.raises(ValueError, match="model 'resnet'.*mlp, small_cnn"):
         engine.config("resnet", rounds=3)
