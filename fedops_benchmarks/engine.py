@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,10 @@ def config(model: str, *, rounds: int, overrides: dict[str, Any] | None = None):
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak (VmHWM). Not ``getrusage``'s ``ru_maxrss``: Linux carries that
+    across ``exec`` from the process that forked, so every side would report at least the
+    benchmark driver's resident set."""
+    return _rss_mb()[1]
 
 
 def run_side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, Any]:

@@ -71,6 +71,18 @@ def test_tree_cpu_counts_a_live_child_and_then_the_reaped_one():
     assert flower_peer.tree_cpu_s() - before >= 0.6  # reaped: in this process's children times
 
 
+def test_a_side_reports_its_own_peak_not_its_parents():
+    """getrusage's ru_maxrss survives exec: a side started from a large driver would report the
+    driver's resident set. The side's peak is its own (VmHWM)."""
+    import subprocess
+    import sys
+
+    big = b"x" * (400 * 2**20)  # touched: 400 MB resident in this (the parent) process
+    code = "from fedops_benchmarks.engine import _peak_rss_mb; print(_peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert len(big) and 5 < child < 300, child
+
+
 def test_unknown_model_is_refused_by_name():
     with pytest.raises(ValueError, match="model 'resnet'.*mlp, small_cnn"):
         engine.config("resnet", rounds=3)
