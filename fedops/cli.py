@@ -362,7 +362,9 @@ def bench_w1(
 
         r = main(config=config, rounds=rounds)
         out.print(f"{r['workload']}, {r['rounds']} rounds")
-        out.print(f"  full pipeline (Prefect + MLflow, {r['pipeline_workers']} workers): {r['pipeline_s']:.1f} s")
+        out.print(f"  full pipeline (Prefect + MLflow, {r['pipeline_workers']} workers): {r['pipeline_s']:.1f} s, of "
+                  f"which {r['pipeline_rounds_s']:.1f} s inside the rounds (the rest: start-up, MLflow run set-up, "
+                  f"per-round tracking and checkpoints, registration)")
         out.print(f"  bare PyTorch loop, one torch thread, same SGD steps + same evaluation: {r['bare_loop_s']:.1f} s "
                   f"(of which evaluation {r['bare_eval_s']:.1f} s)")
         out.print(f"  bare loop on {r['bare_procs']} single-threaded worker processes: {r['bare_procs_s']:.1f} s")
