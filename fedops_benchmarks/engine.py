@@ -226,18 +226,6 @@ def _samples_per_round(workdir: Path, rounds: int) -> float:
                           for r in range(1, rounds + 1)]))
 
 
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--side", required=True, choices=SIDES)
-    ap.add_argument("--model", required=True, choices=tuple(MODELS))
-    ap.add_argument("--rounds", type=int, required=True)
-    ap.add_argument("--workdir", type=Path, required=True)
-    a = ap.parse_args()
-    print(json.dumps(run_side(a.side, a.model, rounds=a.rounds, workdir=a.workdir)))
-
-
 def _rss_mb() -> tuple[float, float]:
     """(current, peak) resident set of this process, MB."""
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
@@ -279,3 +267,15 @@ def scale(*, clients: int = 10_000, per_round: int = 100, rounds: int = 20, work
     return {"clients": clients, "per_round": per_round, "rounds": rounds, "executor": executor,
             "rss_mb": {r: rss[r] for r in (1, rounds)}, "rss_mb_by_round": {r: round(v[0]) for r, v in rss.items()},
             "s_per_round": statistics.median(gaps[1:-1] or gaps)}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--side", required=True, choices=SIDES)
+    ap.add_argument("--model", required=True, choices=tuple(MODELS))
+    ap.add_argument("--rounds", type=int, required=True)
+    ap.add_argument("--workdir", type=Path, required=True)
+    a = ap.parse_args()
+    print(json.dumps(run_side(a.side, a.model, rounds=a.rounds, workdir=a.workdir)))

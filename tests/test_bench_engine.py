@@ -83,6 +83,20 @@ def test_a_side_reports_its_own_peak_not_its_parents():
     assert len(big) and 5 < child < 300, child
 
 
+def test_a_side_runs_as_its_own_process(tmp_path):
+    """The side's entry point (``python -m fedops_benchmarks.engine``) runs with the module whole:
+    an unknown side is refused by argparse, after every definition is in place."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fedops_benchmarks.engine", "--side", "nope", "--model", "mlp",
+                           "--rounds", "3", "--workdir", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr
+    tree = ast.parse(Path(engine.__file__).read_text())
+    main = [i for i, n in enumerate(tree.body) if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+    assert main == [len(tree.body) - 1]  # the entry point is the module's last statement
+
+
 def test_unknown_model_is_refused_by_name():
     with pytest.raises(ValueError, match="model 'resnet'.*mlp, small_cnn"):
         engine.config("resnet", rounds=3)
