@@ -69,7 +69,9 @@ class Codec(PluginModel):
         to the wrong length raises ``ValueError``."""
         delta = self.decode(payload, ctx=ctx)
         if delta.ndim != 1 or delta.numel() != out.numel():
-            raise ValueError(f"decoded to shape {tuple(delta.shape)}, expected ({out.numel()},)")
+            raise ValueError(f"wrong length: decoded to shape {tuple(delta.shape)}, expected ({out.numel()},)")
+        if not delta.is_floating_point():
+            raise ValueError(f"wrong dtype: decoded to {delta.dtype}, expected floating point")
         out.copy_(delta)
 
     def encode_download(self, global_delta: torch.Tensor, *, ctx: CodecContext) -> bytes | None:

@@ -44,3 +44,22 @@ def test_non_linear_codecs_have_no_projection(spec, ctx_for):
     with pytest.raises(NotImplementedError, match="secure aggregation"):
         codec.project(torch.zeros(4), ctx=ctx_for(4))
     assert codec.encode_download(torch.zeros(4), ctx=ctx_for(4)) is None
+
+
+@pytest.mark.parametrize("spec", ["none", "fp16", "qsgd", {"name": "topk", "k": 5}, {"name": "randk", "k": 5}])
+def test_decode_into_a_stack_row_equals_decode(spec, ctx_for):
+    """The server decodes each payload straight into its row of the round's stack: the row holds
+    what ``decode`` returns (as float32), the other rows are untouched, and a payload of the wrong
+    length is refused with the same ``ValueError`` as ``decode``'s, leaving the row to reuse."""
+    codec, ctx = CODECS.build(spec), ctx_for(37)
+    delta = torch.randn(37, generator=torch.Generator().manual_seed(5))
+    payload, _ = codec.encode(delta, ctx=ctx)
+    stack = torch.full((3, 37), 7.0)
+    codec.decode_into(payload, ctx=ctx, out=stack[1])
+    assert torch.equal(stack[1], codec.decode(payload, ctx=ctx).to(torch.float32))
+    assert bool((stack[0] == 7.0).all()) and bool((stack[2] == 7.0).all())
+    other, _ = codec.encode(torch.randn(36), ctx=ctx_for(36))
+    with pytest.raises(ValueError):
+        codec.decode(other, ctx=ctx)
+    with pytest.raises(ValueError):
+        codec.decode_into(other, ctx=ctx, out=stack[2])
