@@ -146,8 +146,8 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
     def objective(p, xb, yb, m, *w):
         logits = functional_call(model, (p, buffers), (xb,))
         # cross-entropy as log-softmax and gather: under vmap, F.cross_entropy goes through
-        # nll_loss's Python decomposition, which imports torch._dynamo on first use (~6 s) and
-        # then takes the import lock on every step (two cohort threads queue on it)
+        # nll_loss's Python decomposition, whose torch._check runs an import statement on every
+        # call: the cohort threads queued on Python's import lock
         nll = -logits.log_softmax(dim=-1).gather(-1, yb.unsqueeze(-1)).squeeze(-1)
         per_row = nll * m  # a masked mean, always (see above)
         if w:
