@@ -99,9 +99,10 @@ def _side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, Any
         ends = [m.timestamp / 1000 for m in sorted(history, key=lambda m: m.step)]
     else:
         raise ValueError(f"side {side!r}: expected one of {', '.join(SIDES)}")
-    times = os.times()
-    return {"side": side, "model": model, "round_ends": ends, "test_accuracy": accuracy,
-            "cpu_s": times.user + times.system + times.children_user + times.children_system, **extra}
+    from fedops_benchmarks.flower_peer import own_cpu_s
+
+    return {"side": side, "model": model, "round_ends": ends, "test_accuracy": accuracy, "cpu_s": own_cpu_s(),
+            **extra}
 
 
 def steady(ends: list[float]) -> float:

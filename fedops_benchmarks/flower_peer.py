@@ -166,11 +166,16 @@ def tree_rss_mb() -> float:
     return total / 1024
 
 
+def own_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its reaped children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def tree_cpu_s() -> float:
     """CPU seconds (user + system) spent so far by this process, its reaped children, and every
     live descendant with its own reaped children: the difference over a span is the span's CPU."""
-    t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
+    total = own_cpu_s()
     tick = os.sysconf("SC_CLK_TCK")
     for pid in _tree_pids()[1:]:
         try:
@@ -249,10 +254,8 @@ def main(model: str, rounds: int, workdir: Path) -> dict[str, Any]:
     params = np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1) for v in result.get("params", [])]) \
         if result.get("params") else np.zeros(0)
     np.save(d / f"final_{model}.npy", params)
-    times = os.times()
     return {"side": "flower", "model": model, "round_ends": ends[1:] if len(ends) > rounds else ends,
-            "test_accuracy": result.get("test_accuracy"), "peak_rss_mb": peak[0],
-            "cpu_s": times.user + times.system + times.children_user + times.children_system}
+            "test_accuracy": result.get("test_accuracy"), "peak_rss_mb": peak[0], "cpu_s": own_cpu_s()}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the runs really did the same steps.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from fedops.config import Config, load_config
-from fedops_benchmarks.flower_peer import tree_cpu_s
 from fedops.rng import STREAM_CLIENT, STREAM_MODEL_INIT, STREAM_SELECTION, derive_seed, numpy_rng, torch_generator
+from fedops_benchmarks.flower_peer import own_cpu_s, tree_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,12 +150,6 @@ def _rounds_s(summary: dict[str, Any]) -> float:
     return float(sum(m.value for m in history))
 
 
-def _own_cpu_s() -> float:
-    """CPU seconds of this process and its reaped children (the bare loop's worker processes)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def pipeline_run(cfg: Config, workdir: Path) -> tuple[float, dict[str, Any]]:
     from flows.training import run_federated_training
 
@@ -189,15 +182,15 @@ def main(
     prepare(cfg, workdir)
     warm_up(cfg, workdir)
     workers = cfg.execution.max_workers
-    cpu0 = _own_cpu_s()
+    cpu0 = own_cpu_s()
     t_bare, t_bare_eval, bare_accuracy, bare_params = bare_loop(cfg, workdir)
-    cpu_bare = _own_cpu_s() - cpu0
+    cpu_bare = own_cpu_s() - cpu0
     cpu0 = tree_cpu_s()  # the pipeline's CPU includes its Prefect API server's, a child process
     t_pipe, summary = pipeline_run(cfg, workdir)
     cpu_pipe = tree_cpu_s() - cpu0
-    cpu0 = _own_cpu_s()  # the worker processes are reaped when the pool shuts down: counted here
+    cpu0 = own_cpu_s()  # the worker processes are reaped when the pool shuts down: counted here
     t_procs, t_procs_eval, _, procs_params = bare_loop(cfg, workdir, processes=workers)
-    cpu_procs = _own_cpu_s() - cpu0
+    cpu_procs = own_cpu_s() - cpu0
     saved = torch.load(workdir / "models" / "global.pt", weights_only=True)["state_dict"]
     pipe_params = torch.cat([v.reshape(-1).float() for v in saved.values() if v.is_floating_point()])
     fastest = min(t_bare, t_procs)
