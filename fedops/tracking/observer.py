@@ -111,7 +111,7 @@ class MlflowObserver:
             tags["fedops.fairness_failed"] = "; ".join(failed)[:5000]
         t.set_tags(tags)
         if self.config.tracking.register_model:
-            self._register(run, withhold=("failed fairness checks: " + "; ".join(failed)) if failed else None)
+            self._register(run, result, withhold=("failed fairness checks: " + "; ".join(failed)) if failed else None)
         t.end("FINISHED")
 
     def _log_fairness(self, run, result) -> list[str]:
@@ -128,11 +128,15 @@ class MlflowObserver:
             self.tracker.set_tags({"fedops.fairness_checks": "passed" if report["passed"] else "failed"})
         return [c["message"] for c in checks if not c["passed"]]
 
-    def _register(self, run, *, withhold: str | None = None) -> None:
+    def _register(self, run, result, *, withhold: str | None = None) -> None:
         """Log the model (pickle-free, with a signature), register it, and move the ``current``
         alias only if it is not worse than the version holding it. A failure here keeps the run
-        FINISHED and the model in the work directory, and says how to register it by hand."""
-        from fedops.tracking.promotion import decide, model_accuracy
+        FINISHED and the model in the work directory, and says how to register it by hand.
+
+        The new version's accuracy is the run's evaluation of its final parameters (the ones
+        logged), when the last round was evaluated; otherwise the logged model is loaded and
+        evaluated on the same test set."""
+        from fedops.tracking.promotion import decide, model_accuracy, dataset_digest
 
         t, cfg = self.tracker, self.config
         name = cfg.tracking.model_name or cfg.name
@@ -142,8 +146,11 @@ class MlflowObserver:
         try:
             uri = t.log_model(run.final_model(), input_example=x[:2])
             version = t.register(uri, name)
+            final = result.history[-1] if result.history else {}
+            measured = final.get("test/accuracy") if final.get("round") == result.rounds else None
             decision = decide(t.client, name=name, version=version, margin=cfg.tracking.promote_margin,
-                              accuracy_of=lambda model_uri: model_accuracy(model_uri, x, y), withhold=withhold)
+                              accuracy_of=lambda model_uri: model_accuracy(model_uri, x, y), withhold=withhold,
+                              test_set=dataset_digest(x, y), accuracy=measured)
         except Exception as exc:  # training is not lost: the model file is already in the work directory
             why = f"{type(exc).__name__}: {exc}"[:1000]
             t.set_tags({"fedops.registration_failed": (

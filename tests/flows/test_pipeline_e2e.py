@@ -60,6 +60,17 @@ def test_pipeline_flow_leaves_tracked_run_and_outputs(tiny_run):
     versions = client.search_model_versions(f"name='{cfg.name}'")
     assert [v.run_id for v in versions] == [run.info.run_id]
     assert client.get_model_version_by_alias(cfg.name, "current").version == versions[0].version
+    # the accuracy the version records (the run's final evaluation, for promotion without reloading)
+    # is what the registered model scores when a user loads it
+    from fedops.paths import Paths
+    from fedops.round.world import load_world
+    from fedops.tracking.promotion import ACCURACY_TAG, TEST_SET_TAG, model_accuracy, dataset_digest
+
+    testset = load_world(cfg, Paths.at(work)).testset
+    x, y = testset.x.numpy(), testset.y.numpy()
+    tags = client.get_model_version(cfg.name, versions[0].version).tags
+    assert tags[TEST_SET_TAG] == dataset_digest(x, y)
+    assert float(tags[ACCURACY_TAG]) == model_accuracy(f"models:/{cfg.name}/{versions[0].version}", x, y)
     # the final model is a real classifier on this easy data, and the baseline run sits beside it
     assert result["evaluate"]["test_accuracy"] > 0.6
     base = client.get_run(result["baseline"]["run_id"])

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fedops.tracking.mlflow_tracker import RunTracker
-from fedops.tracking.promotion import ALIAS, decide, model_accuracy
+from fedops.tracking.promotion import ACCURACY_TAG, ALIAS, TEST_SET_TAG, decide, model_accuracy, dataset_digest
 
 
 def _data(n=400, seed=0):
@@ -103,3 +103,35 @@ def test_the_logged_model_loads_back_without_pickle_and_has_a_signature(store, m
     x, _ = _data()
     with torch.no_grad():
         assert torch.allclose(loaded(torch.as_tensor(x)), _model("good")(torch.as_tensor(x)), atol=1e-6)
+
+
+def test_a_recorded_accuracy_on_the_same_test_set_is_read_not_measured_again(store):
+    """The holder's accuracy comes from its tags when they record this test set; on another test
+    set (or with no tags) its model is loaded and evaluated, and the tags then record it."""
+    x, y = _data()
+    digest = dataset_digest(x, y)
+    loaded: list[str] = []
+
+    def accuracy(model_uri):
+        loaded.append(model_uri)
+        return model_accuracy(model_uri, x, y)
+
+    good, v1 = _register(store, "good")
+    first = decide(good.client, name="promo", version=v1, margin=0.0, accuracy_of=accuracy, test_set=digest,
+                   accuracy=0.97)
+    assert first.promoted and first.accuracy == 0.97 and loaded == []  # measured by the caller
+    tags = good.client.get_model_version("promo", v1).tags
+    assert tags[TEST_SET_TAG] == digest and float(tags[ACCURACY_TAG]) == 0.97
+
+    worse, v2 = _register(store, "bad")
+    refused = decide(worse.client, name="promo", version=v2, margin=0.0, accuracy_of=accuracy, test_set=digest)
+    assert loaded == [f"models:/promo/{v2}"]  # the new version measured, the holder's read from its tags
+    assert not refused.promoted and refused.previous_accuracy == 0.97 and refused.accuracy < 0.1
+
+    other = dataset_digest(x[:200], y[:200])
+    assert other != digest and dataset_digest(x.astype(np.float64), y) != digest
+    again, v3 = _register(store, "good")
+    decide(again.client, name="promo", version=v3, margin=0.0, accuracy_of=accuracy, test_set=other, accuracy=0.5)
+    assert loaded[1:] == [f"models:/promo/{v1}"]  # another test set: the holder is evaluated again
+    tags = again.client.get_model_version("promo", v1).tags
+    assert tags[TEST_SET_TAG] == other and float(tags[ACCURACY_TAG]) == model_accuracy(f"models:/promo/{v1}", x, y)
