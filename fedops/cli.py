@@ -367,7 +367,9 @@ def bench_w1(
                   f"per-round tracking and checkpoints, registration)")
         out.print(f"  bare PyTorch loop, one torch thread, same SGD steps + same evaluation: {r['bare_loop_s']:.1f} s "
                   f"(of which evaluation {r['bare_eval_s']:.1f} s)")
-        out.print(f"  bare loop on {r['bare_procs']} single-threaded worker processes: {r['bare_procs_s']:.1f} s")
+        out.print(f"  bare loop on {r['bare_procs']} single-threaded worker processes (clients split by rows, the "
+                  f"test set in {r['bare_procs']} shards): {r['bare_procs_s']:.1f} s (of which evaluation "
+                  f"{r['bare_procs_eval_s']:.1f} s)")
         out.print(f"  ratio pipeline / fastest bare loop:    {r['ratio']:.2f}x "
                   f"(one thread {r['ratio_one_thread']:.2f}x, worker processes {r['ratio_procs']:.2f}x)")
         out.print(f"  ratio pipeline / bare SGD steps alone: {r['ratio_sgd_only']:.2f}x")

@@ -435,8 +435,10 @@ class ExecutionSection(Section):
     Prefect tasks), ``cohort`` (the clients of a task trained at once, vectorised with
     ``torch.func``, ``cohort_chunk`` at a time) or ``auto`` (cohort or one client at a time,
     whichever a short probe of the model on the device finds faster). ``clients_per_task`` puts
-    several clients in one Prefect task (default: one client per task; for ``cohort`` and
-    ``auto``, the round's clients split evenly over the ``max_workers`` workers). Failed clients
+    at most that many clients in one Prefect task, the round's clients spread over the tasks by
+    their training rows so that the tasks carry similar work (default: for ``threads``, ``cohort``
+    and ``auto``, one task per worker, ``max_workers`` tasks a round; for ``dask``, one client per
+    task). Failed clients
     are retried ``retries`` times. ``torch_threads`` per worker defaults to cores // max_workers:
     on CPU, one OpenMP team per core beats several teams competing for the same cores.
 
@@ -474,7 +476,7 @@ class ExecutionSection(Section):
         """Clients per task in a round of ``count`` clients."""
         if self.clients_per_task is not None:
             return self.clients_per_task
-        if self.executor in ("cohort", "auto"):
+        if self.executor in ("threads", "cohort", "auto"):  # a task run costs the API server ~50 ms of CPU
             return max(1, -(-count // self.max_workers))
         return 1
 

@@ -86,14 +86,35 @@ def _worker_round(global_state, r, clients):
     return _train_clients(_WORKER, global_state, r, clients)
 
 
+def _correct(data: dict[str, Any], global_state: dict[str, torch.Tensor], lo: int, hi: int) -> int:
+    """Test-set hits of ``global_state`` on rows ``lo:hi``, 512 at a time."""
+    model = data["model"]
+    model.load_state_dict(global_state)
+    model.eval()
+    x_test, y_test = data["x_test"], data["y_test"]
+    with torch.inference_mode():
+        correct = sum(int((model(x_test[i : min(i + 512, hi)]).argmax(1) == y_test[i : min(i + 512, hi)]).sum())
+                      for i in range(lo, hi, 512))
+    model.train()
+    return correct
+
+
+def _worker_eval(global_state, lo, hi):
+    return _correct(_WORKER, global_state, lo, hi)
+
+
 def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1,
               round_ends: list[float] | None = None) -> tuple[float, float, float, torch.Tensor]:
     """Plain PyTorch FedAvg with the pipeline's exact client selection and batch order, and the
     same test-set evaluation at the same cadence (timed apart), with one torch thread: in this
-    process (``processes=1``), or with each round's clients split over ``processes``
-    single-threaded worker processes. Returns (total s, eval s, final test accuracy, final params);
-    ``round_ends`` gets each round's end (``time.time()``, from the clock's start)."""
+    process (``processes=1``), or over ``processes`` single-threaded worker processes, each round's
+    clients split between them by their rows (the pipeline's balanced split) and the test set
+    evaluated in ``processes`` contiguous shards at once. Returns (total s, eval s, final test
+    accuracy, final params); ``round_ends`` gets each round's end (``time.time()``, from the clock's
+    start)."""
     from concurrent.futures import ProcessPoolExecutor
+
+    from fedops.round.executor import groups_of
 
     data = _load(cfg, workdir)
     model = data["model"]
@@ -101,7 +122,7 @@ def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1,
     k = len(data["idx"])
     per_round = max(1, round(cfg.server.fraction * k))
     torch.set_num_threads(1)
-    x_test, y_test = data["x_test"], data["y_test"]
+    x_test = data["x_test"]
     pool = (ProcessPoolExecutor(processes, initializer=_worker_init, initargs=(cfg.to_params(), str(workdir)))
             if processes > 1 else None)
     try:
@@ -117,19 +138,20 @@ def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1,
             if pool is None:
                 parts = [_train_clients(data, global_state, r, chosen)]
             else:
-                shares = [chosen[i::processes] for i in range(processes)]
-                parts = list(pool.map(_worker_round, [global_state] * processes, [r] * processes, shares))
+                shares = groups_of(chosen, -(-len(chosen) // processes),
+                                   cost={c: data["idx"][c].numel() for c in chosen})
+                parts = list(pool.map(_worker_round, [global_state] * len(shares), [r] * len(shares), shares))
             total = sum(n for _, n in parts)
             global_state = {name: (sum(acc[name] for acc, _ in parts) / total).float() for name in global_state}
             if r % cfg.server.eval_every == 0 or r == cfg.server.rounds:
                 t0 = time.perf_counter()
-                model.load_state_dict(global_state)
-                model.eval()
-                with torch.inference_mode():
-                    correct = sum(int((model(x_test[i : i + 512]).argmax(1) == y_test[i : i + 512]).sum())
-                                  for i in range(0, x_test.shape[0], 512))
-                accuracy = correct / x_test.shape[0]
-                model.train()
+                n_test = x_test.shape[0]
+                if pool is None:
+                    correct = _correct(data, global_state, 0, n_test)
+                else:
+                    cuts = [n_test * i // processes for i in range(processes + 1)]
+                    correct = sum(pool.map(_worker_eval, [global_state] * processes, cuts[:-1], cuts[1:]))
+                accuracy = correct / n_test
                 eval_s += time.perf_counter() - t0
             if round_ends is not None:
                 round_ends.append(time.time())
@@ -202,6 +224,7 @@ def main(
         "bare_loop_s": t_bare,
         "bare_eval_s": t_bare_eval,
         "bare_procs_s": t_procs,
+        "bare_procs_eval_s": t_procs_eval,
         "bare_procs": workers,
         "ratio": t_pipe / fastest,
         "ratio_one_thread": t_pipe / t_bare,

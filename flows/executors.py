@@ -7,10 +7,13 @@ single-threaded worker processes, or an existing cluster at ``execution.dask_add
 Dask, large inputs (the clients' data, the test set, each round's global model) are scattered to
 every worker once and the tasks receive references, not a pickled copy each.
 
-With ``execution.clients_per_task`` (and by default for ``cohort`` and ``auto``) a task trains a
-group of clients (``train-clients``, named by its first and last client): one after another, or
-at once on the cohort path; each client still has its own result (its row in the client table)
-and its own retries inside the task.
+By default for ``threads``, ``cohort`` and ``auto`` (and with ``execution.clients_per_task``) a
+task trains a group of clients (``train-clients``, named by its first and last client): one
+after another, or at once on the cohort path. The round's clients are spread over the groups by
+their training rows, so the workers finish together. Each client still has its own result (its
+row in the client table) and its own retries inside the task. One task per worker and round
+instead of one per client: each task run costs Prefect's API server about 50 ms of CPU (its
+task-run recorder), which on W1 took a third of a core beside the two training threads.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ def _run_job(job: Job, item: Hashable, round_idx: int, shared: dict[str, Any]) -
 
 
 def _run_group(job: Job, items: list[Hashable], first: Hashable, last: Hashable, round_idx: int,
-               shared: dict[str, Any], retries: int, batch: bool, chunk_size: int) -> MapResult:
+               shared: dict[str, Any], retries: int, batch: bool, chunk_size: int,
+               retry_delay_s: float = 0.0) -> MapResult:
     return run_group(job, items, round_idx=round_idx, shared=shared, retries=retries, batch=batch,
-                     chunk_size=chunk_size)
+                     chunk_size=chunk_size, retry_delay_s=retry_delay_s)
 
 
 class PrefectExecutor:
@@ -71,7 +75,8 @@ class PrefectExecutor:
                                      task_run_name=f"round-{{round_idx}}-{job.item}s-{{first}}-{{last}}")
         return self._tasks[name]
 
-    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
+    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any],
+            cost: Mapping[Hashable, float] | None = None) -> MapResult:
         items = list(items)
         out = MapResult()
         if not items:
@@ -85,10 +90,11 @@ class PrefectExecutor:
             get_run_logger().info("execution.executor %s; the probe took %.2f s", self.choice.describe(),
                                   self.choice.probe["probe_s"])
         if size > 1 or batch:
-            groups = groups_of(items, size)
+            groups = groups_of(items, size, cost=cost)
             futures = self._group_task(job).map(
                 job=unmapped(job), items=groups, first=[g[0] for g in groups], last=[g[-1] for g in groups],
                 round_idx=unmapped(round_idx), shared=unmapped(dict(shared)), retries=unmapped(self.retries),
+                retry_delay_s=unmapped(self._options["retry_delay_seconds"]),
                 batch=unmapped(batch), chunk_size=unmapped(self.chunk_size))
             for group, fut in zip(groups, futures):
                 fut.wait()

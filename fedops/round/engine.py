@@ -211,7 +211,9 @@ class FederatedRun:
             # small per-round values travel with the tasks as they are (a scattered dict would be keyed by its keys)
             if self.client_states:
                 shared["client_states"] = {c: self.client_states[c] for c in clients if c in self.client_states}
-            return executor.map(TRAIN, clients, round_idx=round_idx, shared=shared)
+            sizes = self.world.runtime.partition_indices  # a group's work grows with its clients' rows
+            return executor.map(TRAIN, clients, round_idx=round_idx, shared=shared,
+                                cost={c: len(sizes[c]) for c in clients})
 
         trained = train(plan.training)
         plan, replaces = self._promote_backups(plan, trained, train)

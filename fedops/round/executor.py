@@ -55,8 +55,10 @@ class Executor(Protocol):
     def share(self, value: Any) -> Any:
         """A handle to ``value`` that jobs receive (resolved to the value) instead of a copy."""
 
-    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
-        """Run ``job`` on every item; an item whose every attempt raised goes to ``failures``."""
+    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any],
+            cost: Mapping[Hashable, float] | None = None) -> MapResult:
+        """Run ``job`` on every item; an item whose every attempt raised goes to ``failures``.
+        ``cost``: each item's expected work (a client's training rows), to balance the groups by."""
 
 
 class SequentialExecutor:
@@ -72,15 +74,17 @@ class SequentialExecutor:
     def share(self, value: Any) -> Any:
         return value
 
-    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
+    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any],
+            cost: Mapping[Hashable, float] | None = None) -> MapResult:
         return run_group(job, items, round_idx=round_idx, shared=shared, retries=self.retries, batch=False,
                          chunk_size=1)
 
 
 def run_group(job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any], retries: int,
-              batch: bool, chunk_size: int) -> MapResult:
+              batch: bool, chunk_size: int, retry_delay_s: float = 0.0) -> MapResult:
     """``items`` in one go: one ``batch_fn`` call when ``batch`` (and the job has one), else one
-    item after another; then each failed item again on its own, up to ``retries`` times."""
+    item after another; then each failed item again on its own, up to ``retries`` times, each
+    retry ``retry_delay_s`` after the failure."""
     out = MapResult()
     pending = list(items)
     attempts = retries + 1
@@ -97,7 +101,11 @@ def run_group(job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Ma
                 out.results[item] = result
         pending, attempts = [i for i in pending if i in out.failures], retries
     for item in pending:
-        for _ in range(attempts):
+        for attempt in range(attempts):
+            if retry_delay_s > 0 and (attempt > 0 or item in out.failures):
+                import time
+
+                time.sleep(retry_delay_s)
             try:
                 out.results[item] = job.fn(item, round_idx=round_idx, **shared)
                 out.failures.pop(item, None)
@@ -107,9 +115,22 @@ def run_group(job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Ma
     return out
 
 
-def groups_of(items: Sequence[Hashable], size: int) -> list[list[Hashable]]:
+def groups_of(items: Sequence[Hashable], size: int, *,
+              cost: Mapping[Hashable, float] | None = None) -> list[list[Hashable]]:
+    """``items`` in ``ceil(len / size)`` groups of at most ``size``: consecutive runs without
+    ``cost``; with it, balanced by it (the heaviest item first, each to the least-loaded group that
+    has room, ties to the lower group), each group in the items' order. Deterministic: the same
+    items and costs give the same groups."""
     items = list(items)
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    if cost is None or size <= 1 or len(items) <= size:
+        return [items[i:i + size] for i in range(0, len(items), size)]
+    count = -(-len(items) // size)
+    loads, members = [0.0] * count, [[] for _ in range(count)]
+    for i in sorted(range(len(items)), key=lambda i: (-float(cost[items[i]]), i)):
+        g = min((j for j in range(count) if len(members[j]) < size), key=lambda j: (loads[j], j))
+        loads[g] += float(cost[items[i]])
+        members[g].append(i)
+    return [[items[i] for i in sorted(m)] for m in members]
 
 
 MARGIN = 0.95
@@ -177,11 +198,12 @@ class CohortExecutor:
     def share(self, value: Any) -> Any:
         return value
 
-    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
+    def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any],
+            cost: Mapping[Hashable, float] | None = None) -> MapResult:
         items = list(items)
         size = self.group_size(len(items)) if job.batch_fn is not None else 1
         batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared) if items else False
-        groups = groups_of(items, size)
+        groups = groups_of(items, size, cost=cost)
 
         def one(group):
             return run_group(job, group, round_idx=round_idx, shared=shared, retries=self.retries, batch=batch,
