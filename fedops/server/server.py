@@ -25,6 +25,7 @@ from fedops.server.steps import (
     NormFilter,
     SecureSum,
     ServerOptimizerStep,
+    StackMemory,
     UpdateBatch,
     build_aggregation,
     decode_and_validate,
@@ -60,6 +61,7 @@ class Server:
         if self.layout.size != self.params.numel():
             raise ValueError(f"layout covers {self.layout.size} values, params have {self.params.numel()}")
         self.num_clients = num_clients
+        self._stack_memory = StackMemory()
         self.data_failures = dict(data_failures or {})
         self.randomness = randomness or PrivacyRandomness(seeded=config.privacy.randomness == "seeded",
                                                           seed=config.seed)
@@ -159,9 +161,10 @@ class Server:
             bytes_up = sum(m.nbytes for m in delivery.messages)
             for m in delivery.messages:
                 rows[m.client_id]["bytes_up"] = m.nbytes
+            self.last_batch = None  # the previous round's stack: its memory is reused unless someone else holds it
             batch = decode_and_validate(delivery.messages, codec=self.config.transport.codec,
                                         ctx_for=lambda cid: self.ctx(r, cid), dim=d,
-                                        weight_factor=self.weight_factor, rows=rows)
+                                        weight_factor=self.weight_factor, rows=rows, memory=self._stack_memory)
             if self.norm_filter is not None:
                 batch = self.norm_filter(batch, rows)
             accepted = batch.client_ids
