@@ -103,7 +103,8 @@ def test_the_cohort_executor_in_grouped_prefect_tasks_gives_the_in_process_bytes
     in-process cohort run's, and its client work ran as ``train-clients`` task runs named by their
     first and last client."""
     from prefect import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from mlflow.tracking import MlflowClient
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId, TaskRunFilterName
 
     from fedops.paths import Paths
     from fedops.round import load_world
@@ -116,8 +117,11 @@ def test_the_cohort_executor_in_grouped_prefect_tasks_gives_the_in_process_bytes
     in_process = simulate(load_world(cfg, Paths.at(prepared)), cfg).digest
     summary = run_federated_training(cfg, str(prepared), fresh=True)
     assert summary["rounds"] == 2 and summary["model_params_sha256"] == in_process
+    # this flow run's task runs only: the session's Prefect server also holds other tests' runs
+    flow_run_id = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"]).data.tags["prefect.flow_run_id"]
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="round-2-clients-")))
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]), name=TaskRunFilterName(like_="round-2-clients-")))
     import re
 
     assert len(runs) >= 2 and all(r.state.is_completed() for r in runs)
