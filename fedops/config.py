@@ -433,7 +433,8 @@ class ExecutionSection(Section):
     cluster of ``max_workers`` single-threaded processes, or the existing cluster whose scheduler
     is at ``dask_address``), ``sequential`` (one client after another in the calling thread, no
     Prefect tasks), ``cohort`` (the clients of a task trained at once, vectorised with
-    ``torch.func``, ``cohort_chunk`` at a time) or ``auto`` (cohort or one client at a time,
+    ``torch.func``, ``cohort_chunk`` at a time, by default as many as fit in
+    ``cohort_memory_mb``) or ``auto`` (cohort or one client at a time,
     whichever a short probe of the model on the device finds faster). ``clients_per_task`` puts
     at most that many clients in one Prefect task, the round's clients spread over the tasks by
     their training rows so that the tasks carry similar work (default: for ``threads``, ``cohort``
@@ -452,8 +453,12 @@ class ExecutionSection(Section):
     dask_address: str | None = Field(None, min_length=1)
     max_workers: int = Field(2, ge=1, le=4096)
     clients_per_task: int | None = Field(None, ge=1, le=100_000)
-    cohort_chunk: int = Field(64, ge=1, le=100_000)
-    """At most this many clients are trained at once by the cohort path (bounds its memory)."""
+    cohort_chunk: int | None = Field(None, ge=1, le=100_000)
+    """At most this many clients are trained at once by the cohort path; None: as many as fit in
+    ``cohort_memory_mb``."""
+    cohort_memory_mb: float = Field(64.0, gt=0, le=1_048_576)
+    """Per worker: what one cohort chunk may take (the tensors autograd saves for one minibatch
+    of each client, measured on the device, plus copies of its parameters). On a GPU, raise it."""
     retries: int = Field(1, ge=0)
     retry_delay_s: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)

@@ -35,7 +35,7 @@ def _run_job(job: Job, item: Hashable, round_idx: int, shared: dict[str, Any]) -
 
 
 def _run_group(job: Job, items: list[Hashable], first: Hashable, last: Hashable, round_idx: int,
-               shared: dict[str, Any], retries: int, batch: bool, chunk_size: int,
+               shared: dict[str, Any], retries: int, batch: bool, chunk_size: int | None,
                retry_delay_s: float = 0.0) -> MapResult:
     return run_group(job, items, round_idx=round_idx, shared=shared, retries=retries, batch=batch,
                      chunk_size=chunk_size, retry_delay_s=retry_delay_s)
@@ -43,7 +43,7 @@ def _run_group(job: Job, items: list[Hashable], first: Hashable, last: Hashable,
 
 class PrefectExecutor:
     def __init__(self, *, retries: int, retry_delay_s: float = 0.0, dask: bool = False, mode: str = "off",
-                 group_size: Any = None, chunk_size: int = 64) -> None:
+                 group_size: Any = None, chunk_size: int | None = None) -> None:
         self.name = mode if mode != "off" else ("dask" if dask else "threads")
         self.dask = dask
         self._tasks: dict[str, Any] = {}

@@ -105,6 +105,40 @@ def cohort_train(
     return out
 
 
+PARAM_COPIES = 8
+"""Parameter-sized tensors a cohort client holds while its chunk trains: its parameters, their
+gradients and momentum, the doubled copies of a lone client, the gathered deltas and the
+autograd's temporaries (an upper count, not a measurement)."""
+
+
+def client_bytes(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes one client adds to a cohort chunk at one step: the tensors autograd saves for the
+    backward pass of one minibatch ``(x, y)`` (measured: a forward pass under a saved-tensors
+    hook on the model's device, nothing stepped), plus :data:`PARAM_COPIES` copies of the
+    parameters. Views of one tensor are each counted: an overestimate, never an underestimate of
+    what the hook sees."""
+    saved = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        nn.functional.cross_entropy(model(x), y)
+    model.zero_grad(set_to_none=True)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return saved[0] + PARAM_COPIES * params
+
+
+def chunk_for_memory(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor, budget_bytes: int,
+                     most: int = 1024) -> int:
+    """How many clients a chunk may hold within ``budget_bytes`` (at least 1, at most ``most``),
+    from :func:`client_bytes` of a minibatch ``(x, y)`` of the padded width."""
+    if budget_bytes < 1:
+        raise ValueError(f"budget_bytes must be >= 1, got {budget_bytes}")
+    return max(1, min(most, budget_bytes // max(1, client_bytes(model, x=x, y=y))))
+
+
 def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_size, lr, momentum, weight_decay,
                  prox_mu, width) -> list[ClientUpdate]:
     """One chunk. Its clients are ordered by step count, longest first, so that at every step the

@@ -92,6 +92,7 @@ class ClientRuntime:
     _per_device: dict[torch.device, _DeviceData] = field(default_factory=dict, init=False, repr=False)
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _chunks: dict[torch.device, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.devices is None:
@@ -227,9 +228,33 @@ class ClientRuntime:
             return "poisoned data (simulated attack)"
         return None
 
+    def cohort_chunk(self, device: torch.device) -> int:
+        """Clients a cohort chunk holds on ``device``: ``execution.cohort_chunk`` when set, else as
+        many as fit in ``execution.cohort_memory_mb`` (:func:`fedops.client.cohort.chunk_for_memory`,
+        measured once per device on a minibatch of the padded width)."""
+        ex = self.config.execution
+        if ex.cohort_chunk is not None:
+            return ex.cohort_chunk
+        with self._lock:
+            cached = self._chunks.get(device)
+        if cached is None:
+            from fedops.client.cohort import chunk_for_memory
+
+            spec = self.config.client
+            width = spec.batch_size or max(self.sizes())
+            data = self._data(device)
+            rows = torch.arange(min(width, data.x.shape[0]), device=device)
+            with torch_threads(ex.threads_per_worker()):
+                model = self.new_model(seed=0).to(device)
+                cached = chunk_for_memory(model, x=data.x[rows], y=data.y[rows],
+                                          budget_bytes=int(ex.cohort_memory_mb * 2**20))
+            with self._lock:
+                self._chunks[device] = cached
+        return cached
+
     def train_cohort(self, *, round_idx: int, client_ids: list[int], global_params: torch.Tensor,
                      states: dict[int, Any] | None = None, broadcast: dict[str, Any] | None = None,
-                     chunk_size: int = 64) -> dict[int, ClientUpdate | Exception]:
+                     chunk_size: int | None = None) -> dict[int, ClientUpdate | Exception]:
         """Local training of ``client_ids`` in one round, the vectorised way
         (:func:`fedops.client.cohort.cohort_train`): each client's result, or the exception that
         stopped it (a dropout). Clients the cohort path cannot train (:meth:`cohort_exclusion`,
@@ -269,7 +294,8 @@ class ClientRuntime:
                         self.thread_model(device), layout=self.layout, global_params=global_params.to(device),
                         x=data.x, y=data.y, clients=clients, epochs=spec.epochs, batch_size=spec.batch_size,
                         lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, prox_mu=spec.prox_mu,
-                        chunk_size=chunk_size, width=spec.batch_size or max(self.sizes()))
+                        chunk_size=chunk_size or self.cohort_chunk(device),
+                        width=spec.batch_size or max(self.sizes()))
                 except Exception as exc:  # the whole group failed (e.g. out of memory): each client reports it
                     out.update({cid: exc for cid in cids})
                     continue
@@ -299,7 +325,7 @@ class ClientRuntime:
         device = self.device_for(shares[0][0])
         threads = ex.threads_per_worker()
         key = (self.config.model.model_dump_json(), tuple(self.input_shape), self.num_classes, str(device),
-               spec.batch_size, spec.epochs, threads, len(shares))
+               spec.batch_size, spec.epochs, threads, len(shares), self.cohort_chunk(device))
         if key in _PROBES:
             return _PROBES[key]
         data = self._data(device)
@@ -320,7 +346,7 @@ class ClientRuntime:
             with torch_threads(threads):
                 cohort_train(self.thread_model(device), layout=self.layout, global_params=params, x=data.x, y=data.y,
                              clients=[CohortClient(client_id=c, indices=data.indices[c], generator=gen(c)) for c in some],
-                             chunk_size=ex.cohort_chunk, width=spec.batch_size or max(self.sizes()), **hp)
+                             chunk_size=self.cohort_chunk(device), width=spec.batch_size or max(self.sizes()), **hp)
 
         times: dict[str, list[float]] = {"sequential_s": [], "cohort_s": []}
         with ThreadPoolExecutor(max_workers=len(shares)) as pool:

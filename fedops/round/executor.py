@@ -31,7 +31,8 @@ class Job:
     item: str
     fn: Callable[..., Any]
     batch_fn: Callable[..., dict[Hashable, Any]] | None = None
-    """``batch_fn(items, *, round_idx, chunk_size, **shared)``: every item at once; each item's
+    """``batch_fn(items, *, round_idx, chunk_size, **shared)``: every item at once (``chunk_size``
+    None: the job sizes its chunks itself); each item's
     result or the exception that stopped it."""
     probe_fn: Callable[..., dict[str, float]] | None = None
     """``probe_fn(items, *, round_idx, **shared)``: ``{"cohort_s", "sequential_s"}``, seconds for
@@ -81,7 +82,7 @@ class SequentialExecutor:
 
 
 def run_group(job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any], retries: int,
-              batch: bool, chunk_size: int, retry_delay_s: float = 0.0) -> MapResult:
+              batch: bool, chunk_size: int | None, retry_delay_s: float = 0.0) -> MapResult:
     """``items`` in one go: one ``batch_fn`` call when ``batch`` (and the job has one), else one
     item after another; then each failed item again on its own, up to ``retries`` times, each
     retry ``retry_delay_s`` after the failure."""
@@ -185,9 +186,9 @@ class CohortExecutor:
     """In process: the items in groups of ``group_size(len(items))``, each group one batch call
     (``cohort``, or ``auto`` when the probe found it faster), the groups on ``workers`` threads."""
 
-    def __init__(self, *, retries: int = 0, chunk_size: int = 64, workers: int = 1, mode: str = "cohort",
+    def __init__(self, *, retries: int = 0, chunk_size: int | None = None, workers: int = 1, mode: str = "cohort",
                  group_size: Callable[[int], int] | None = None) -> None:
-        if retries < 0 or chunk_size < 1 or workers < 1:
+        if retries < 0 or (chunk_size is not None and chunk_size < 1) or workers < 1:
             raise ValueError(f"retries >= 0, chunk_size >= 1 and workers >= 1 expected, got {retries}, "
                              f"{chunk_size}, {workers}")
         self.name = mode

@@ -44,7 +44,7 @@ def evaluate_shard(shard: int, *, round_idx: int, runtime: ClientRuntime, testse
 
 def train_clients(client_ids: list[int], *, round_idx: int, runtime: ClientRuntime, params: torch.Tensor,
                   client_states: dict[int, Any] | None = None, broadcast: dict[str, Any] | None = None,
-                  chunk_size: int = 64) -> dict[int, Any]:
+                  chunk_size: int | None = None) -> dict[int, Any]:
     """Several clients' local training at once (the cohort path): each client's update, or the
     exception that stopped it."""
     out = runtime.train_cohort(round_idx=round_idx, client_ids=list(client_ids), global_params=params,

@@ -94,3 +94,58 @@ def test_models_with_random_or_stateful_layers_are_refused_with_the_reason():
         bad = nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.5))
         cohort_train(bad, layout=ParamLayout.from_module(bad), global_params=ParamLayout.from_module(bad).flatten(bad),
                      x=x, y=y, clients=[], epochs=1, batch_size=4, lr=0.1)
+
+
+def _saved_bytes_by_graph(loss: torch.Tensor) -> int:
+    """An independent count of what autograd saved: every ``_saved_*`` tensor of every node of
+    the loss's graph (each distinct tensor object once, by node and name)."""
+    seen, total, stack = set(), 0, [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for name in dir(node):
+            if name.startswith("_saved_"):
+                value = getattr(node, name)
+                if isinstance(value, torch.Tensor):
+                    total += value.numel() * value.element_size()
+        stack.extend(n for n, _ in node.next_functions)
+    return total
+
+
+@pytest.mark.parametrize("rows", [1, 5, 32])
+def test_a_clients_bytes_are_what_autograd_saves_plus_parameter_copies(rows):
+    from fedops.client.cohort import PARAM_COPIES, client_bytes
+
+    model, *_ = _setup(torch.float32)
+    x, y = torch.randn(rows, 6), torch.randint(0, 3, (rows,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    params = sum(p.numel() * 4 for p in model.parameters())  # 6*8 + 8 + 8*3 + 3 = 83 floats
+    assert params == 332
+    assert client_bytes(model, x=x, y=y) == _saved_bytes_by_graph(loss) + PARAM_COPIES * params
+    assert all(p.grad is None for p in model.parameters())  # nothing stepped, no gradient left
+
+
+def test_a_small_cnn_client_counts_at_least_its_first_convolutions_output():
+    from fedops.client.cohort import client_bytes
+    from fedops.models.small_cnn import SmallCNN
+
+    model = SmallCNN().build(input_shape=(1, 28, 28), num_classes=10, seed=0)
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    # the ReLU after the first convolution saves its output, [32, 8, 28, 28] floats, for backward
+    assert client_bytes(model, x=x, y=y) >= 32 * 8 * 28 * 28 * 4
+
+
+def test_the_chunk_is_as_many_clients_as_the_budget_holds():
+    from fedops.client.cohort import chunk_for_memory, client_bytes
+
+    model, *_ = _setup(torch.float32)
+    x, y = torch.randn(4, 6), torch.randint(0, 3, (4,))
+    one = client_bytes(model, x=x, y=y)
+    assert chunk_for_memory(model, x=x, y=y, budget_bytes=3 * one) == 3
+    assert chunk_for_memory(model, x=x, y=y, budget_bytes=3 * one - 1) == 2
+    assert chunk_for_memory(model, x=x, y=y, budget_bytes=1) == 1  # at least one client
+    assert chunk_for_memory(model, x=x, y=y, budget_bytes=10**12, most=50) == 50
+    with pytest.raises(ValueError, match="budget_bytes must be >= 1, got 0"):
+        chunk_for_memory(model, x=x, y=y, budget_bytes=0)

@@ -76,7 +76,7 @@ def _digest(cfg, executor, rounds=3):
 def test_the_final_model_does_not_depend_on_chunk_size_or_grouping():
     cfg = _cfg(**{"execution.executor": "cohort"})
     digests = {(chunk, group): _digest(cfg, CohortExecutor(chunk_size=chunk, workers=2, group_size=lambda n, g=group: g))
-               for chunk, group in [(1, 6), (2, 6), (64, 6), (64, 1), (3, 2)]}
+               for chunk, group in [(1, 6), (2, 6), (64, 6), (64, 1), (3, 2), (None, 6)]}
     assert len(set(digests.values())) == 1, digests
     # and the round through local_executor (what simulate and the benchmarks use) is the same run
     assert _digest(cfg, local_executor(cfg.execution)) == next(iter(digests.values()))
@@ -191,3 +191,17 @@ def test_the_probe_times_both_paths_on_real_clients_once_per_model_and_layout():
                           **{"execution.executor": "auto"})).runtime
     probe = refused.probe_cohort(global_params=refused.layout.flatten(refused.new_model(seed=1)), client_ids=[0, 1])
     assert probe["cohort_s"] == float("inf")  # never chosen, nothing timed
+
+
+def test_the_runtimes_chunk_is_the_configured_one_or_what_the_memory_budget_holds():
+    from fedops.client.cohort import client_bytes
+
+    cpu = torch.device("cpu")
+    assert _world(_cfg(**{"execution.cohort_chunk": 5})).runtime.cohort_chunk(cpu) == 5
+    rt = _world(_cfg()).runtime
+    one = client_bytes(rt.new_model(seed=0), x=rt.x_train[:5], y=rt.y_train[:5])  # a minibatch of batch_size rows
+    for clients in (1, 3, 7):
+        budget_mb = clients * one / 2**20
+        assert _world(_cfg(**{"execution.cohort_memory_mb": budget_mb})).runtime.cohort_chunk(cpu) == clients
+    with pytest.raises(ConfigError, match="cohort_memory_mb"):
+        _cfg(**{"execution.cohort_memory_mb": 0})
