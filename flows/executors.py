@@ -130,16 +130,35 @@ class PrefectExecutor:
         return out
 
 
+def prefect_api_url() -> str:
+    """The Prefect API this process's flows report to: ``PREFECT_API_URL``, else the ephemeral
+    server Prefect starts for this process (started here if it is not yet). A local Dask cluster's
+    workers get it: without it each worker process starts an ephemeral API server of its own (a
+    third of a core each on W1, four times the threads executor's time) and records its task runs
+    there, where the flow's UI never shows them."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return str(url)
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the same instance Prefect's clients in this process use
+    server.start()
+    return str(server.api_url)
+
+
 def task_runner(config: Config):
     """The flow's task runner for ``execution.executor``."""
     ex = config.execution
     if ex.executor == "dask":
         from prefect_dask import DaskTaskRunner
 
-        if ex.dask_address:
+        if ex.dask_address:  # its workers must have PREFECT_API_URL set to this flow's API (README)
             return DaskTaskRunner(address=ex.dask_address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": ex.max_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": ":0"})
+                                              "processes": True, "dashboard_address": ":0",
+                                              "env": {"PREFECT_API_URL": prefect_api_url()}})
     return ThreadPoolTaskRunner(max_workers=ex.max_workers)
 
 
