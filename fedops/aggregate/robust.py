@@ -114,24 +114,31 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
     spread even when the updates share a large common component or Byzantine rows are huge (the
     plain Gram trick, or centring at the mean of all rows, would lose the honest cluster's
     distances to rounding). The arithmetic runs over blocks of columns, so no float64 copy of the
-    whole stack is made. Float32 stacks of at least :func:`work_dtype`'s width (what clients send
+    whole stack is made, in :data:`fedops.aggregate.fedavg.PARTS` parts side by side. Float32 stacks of at least :func:`work_dtype`'s width (what clients send
     for any real model) are centred and multiplied in float32, each block's ``[k, k]`` product
     added up in float64: after centring, the relative error of a distance is of the order of
     float32's epsilon times the square root of the block width (~1e-5), well below the spread
     between clients that Krum and the anomaly scores rank, at a third of the float64 product's
     time. Narrower stacks and other dtypes are computed in float64 (exact on small integers).
     """
-    from fedops.aggregate.fedavg import BLOCK
+    from fedops.aggregate.fedavg import BLOCK, in_parts
 
     k, d = updates.shape
     work = work_dtype(updates)
     norms = torch.linalg.vector_norm(updates, dim=1)  # only to pick the rows of the centre
     low = torch.sort(torch.nan_to_num(norms, nan=math.inf), stable=True).indices[: (k + 1) // 2]
+
+    def part(starts: list[int]) -> torch.Tensor:
+        gram = torch.zeros(k, k, dtype=torch.float64, device=updates.device)
+        for lo in starts:
+            block = updates[:, lo:lo + BLOCK].to(work)
+            block = block - block[low].to(torch.float64).mean(dim=0).to(work)
+            gram += (block @ block.T).to(torch.float64)
+        return gram
+
     gram = torch.zeros(k, k, dtype=torch.float64, device=updates.device)
-    for lo in range(0, d, BLOCK):
-        block = updates[:, lo:lo + BLOCK].to(work)
-        block = block - block[low].to(torch.float64).mean(dim=0).to(work)
-        gram += (block @ block.T).to(torch.float64)
+    for partial in in_parts(d, part, device=updates.device):  # added in part order
+        gram += partial
     sq = gram.diagonal().clone()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
     dist = ((dist + dist.T) / 2).clamp_min_(0.0)

@@ -29,6 +29,7 @@ from fedops.client.local import local_train
 from fedops.config import Config, ConfigError, parse_config
 from fedops.errors import FedopsError
 from fedops.rng import STREAM_ATTACK, STREAM_CLIENT, STREAM_DROPOUT, derive_seed, numpy_rng, torch_generator
+from fedops.threads import torch_threads
 from fedops.types import ClientUpdate, ParamLayout
 
 
@@ -45,22 +46,6 @@ def resolve_devices(preference: str) -> list[torch.device]:
     if preference == "cuda":
         raise RuntimeError("execution.device = 'cuda' but no CUDA device is available")
     return [torch.device("cpu")]
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` intra-op CPU threads in this thread, then restore the setting.
-
-    OpenMP keeps the count per calling thread; the same count gives the same floating-point
-    reduction order, which is what makes a round's bytes independent of the executor."""
-    before = torch.get_num_threads()
-    if before != count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 @dataclass

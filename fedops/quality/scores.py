@@ -106,7 +106,7 @@ def anomaly_scores(
     updates: torch.Tensor, aggregate: torch.Tensor, *, num_byzantine: int | None = None,
     flag_norm_z: float = 3.5, flag_cosine_z: float = 3.5, min_clients: int = 10,
 ) -> AnomalyScores:
-    from fedops.aggregate.fedavg import BLOCK
+    from fedops.aggregate.fedavg import BLOCK, in_parts
 
     u = _validate(updates)  # over blocks of columns: no float64 copy of the whole stack
     work = work_dtype(u)
@@ -115,12 +115,21 @@ def anomaly_scores(
         raise ValueError(f"aggregate has {a.numel()} values, updates have {u.shape[1]}")
     a_work = a.to(work)
     k = u.shape[0]
+
+    def part(starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        sq = torch.zeros(k, dtype=torch.float64, device=u.device)
+        dots = torch.zeros(k, dtype=torch.float64, device=u.device)
+        for lo in starts:
+            block = u[:, lo:lo + BLOCK].to(work)
+            sq += (block * block).sum(dim=1).to(torch.float64)
+            dots += (block @ a_work[lo:lo + BLOCK]).to(torch.float64)
+        return sq, dots
+
     sq = torch.zeros(k, dtype=torch.float64, device=u.device)
     dots = torch.zeros(k, dtype=torch.float64, device=u.device)
-    for lo in range(0, u.shape[1], BLOCK):
-        block = u[:, lo:lo + BLOCK].to(work)
-        sq += (block * block).sum(dim=1).to(torch.float64)
-        dots += (block @ a_work[lo:lo + BLOCK]).to(torch.float64)
+    for part_sq, part_dots in in_parts(u.shape[1], part, device=u.device):  # added in part order
+        sq += part_sq
+        dots += part_dots
     norms = sq.sqrt()
     # on the log scale: norms spread multiplicatively (a client with one class, or few samples,
     # moves further), so a 3.5 cut-off on log norms means "this many times larger than its peers"
