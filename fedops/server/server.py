@@ -162,9 +162,11 @@ class Server:
             for m in delivery.messages:
                 rows[m.client_id]["bytes_up"] = m.nbytes
             self.last_batch = None  # the previous round's stack: its memory is reused unless someone else holds it
+            received = len(delivery.messages)
             batch = decode_and_validate(delivery.messages, codec=self.config.transport.codec,
                                         ctx_for=lambda cid: self.ctx(r, cid), dim=d,
-                                        weight_factor=self.weight_factor, rows=rows, memory=self._stack_memory)
+                                        weight_factor=self.weight_factor, rows=rows, memory=self._stack_memory,
+                                        consume=True)
             if self.norm_filter is not None:
                 batch = self.norm_filter(batch, rows)
             accepted = batch.client_ids
@@ -175,7 +177,7 @@ class Server:
             aggregate, agg_metrics = self.aggregation.of_updates(batch, round_idx=r, reference=reference)
             if self.scores is not None:
                 extra["clients/flagged"] = self.scores(batch, aggregate, rows)
-            raw_bytes = 4 * d * len(delivery.messages)
+            raw_bytes = 4 * d * received
         else:
             self.last_batch = None  # the server sees only the sum
             for cid, reason in delivery.dropped.items():

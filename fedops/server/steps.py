@@ -110,15 +110,22 @@ class StackMemory:
 
 def decode_and_validate(messages: list[EncodedUpdate], *, codec: Any, ctx_for, dim: int,
                         weight_factor, rows: dict[int, dict[str, Any]],
-                        memory: StackMemory | None = None) -> UpdateBatch:
+                        memory: StackMemory | None = None, consume: bool = False) -> UpdateBatch:
     """Decode each payload and check it; a client whose payload fails is rejected with the reason.
-    ``memory``: where the stack goes (reused across rounds when free), else fresh memory."""
+    ``memory``: where the stack goes (reused across rounds when free), else fresh memory.
+    ``consume``: the caller hands the messages over: each leaves ``messages`` as it is decoded (its
+    payload is freed once its row is in the stack, if nothing else holds it), and the list ends
+    empty."""
     batch = UpdateBatch([], [], [], [])
     # each payload is decoded straight into the next free row of the round's stack: one copy per
     # update, no second one to stack them; a rejected payload's row is reused by the next
     buffer = (memory.take(len(messages), dim) if memory is not None
               else torch.empty(len(messages), dim, dtype=torch.float32))
-    for msg in sorted(messages, key=lambda m: m.client_id):
+    order = sorted(range(len(messages)), key=lambda i: messages[i].client_id)
+    for i in order:
+        msg = messages[i]
+        if consume:
+            messages[i] = None
         row = rows[msg.client_id]
         delta = buffer[len(batch.deltas)]
         try:
@@ -140,6 +147,9 @@ def decode_and_validate(messages: list[EncodedUpdate], *, codec: Any, ctx_for, d
         batch.weights.append(base * factor)
         batch.indicators.append(msg.clip_indicator)
         batch.losses.append(row.get("loss_before"))
+    msg = None  # the last payload too
+    if consume:
+        messages.clear()
     batch.__dict__["_stack"] = (list(batch.deltas), buffer[:len(batch.deltas)])
     return batch
 
