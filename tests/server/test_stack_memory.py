@@ -49,3 +49,36 @@ def test_the_server_reuses_its_stack_between_rounds_unless_the_last_batch_is_hel
     assert s.last_batch.stack.data_ptr() != first and held.stack.data_ptr() == first
     assert held.stack.tolist() == [[1, 1, 1], [3, 3, 3]]  # round 2's updates, not overwritten
     assert torch.allclose(s.params, torch.tensor([5.0, 5.0, 5.0]))
+
+
+def test_decoding_consumes_the_messages_when_handed_over_and_gives_the_same_batch():
+    import sys
+
+    from fedops.compress.context import codec_context
+    from fedops.compress.none import NoCompression
+    from fedops.server.steps import decode_and_validate
+    from fedops.types import ParamLayout
+
+    layout = ParamLayout.from_module(torch.nn.Linear(3, 1, bias=False))  # 3 parameters
+
+    def ctx(cid):
+        return codec_context(seed=0, layout=layout, round_idx=1, client_id=cid)
+
+    def messages():
+        return [msg(3, [1.0, 2.0, 3.0]), msg(1, [0.5, 0.5, 0.5]), msg(2, [float("nan"), 0.0, 0.0])]
+
+    def rows():
+        return {c: {} for c in (1, 2, 3)}
+
+    kept, handed = messages(), messages()
+    payload = handed[0].payload
+    before = sys.getrefcount(payload)
+    a = decode_and_validate(kept, codec=NoCompression(), ctx_for=ctx, dim=3, weight_factor=lambda c: 1.0,
+                            rows=rows())
+    b_rows = rows()
+    b = decode_and_validate(handed, codec=NoCompression(), ctx_for=ctx, dim=3,
+                            weight_factor=lambda c: 1.0, rows=b_rows, consume=True)
+    assert len(kept) == 3 and handed == []  # handed over: the list ends empty
+    assert sys.getrefcount(payload) == before - 1  # the message (and its hold on the payload) is gone
+    assert a.client_ids == b.client_ids == [1, 3] and b_rows[2]["status"] == "rejected"
+    assert torch.equal(torch.stack(a.deltas), torch.stack(b.deltas)) and a.weights == b.weights
