@@ -114,9 +114,10 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
     spread even when the updates share a large common component or Byzantine rows are huge (the
     plain Gram trick, or centring at the mean of all rows, would lose the honest cluster's
     distances to rounding). The arithmetic runs over blocks of columns, so no float64 copy of the
-    whole stack is made, in :data:`fedops.aggregate.fedavg.PARTS` parts side by side. Float32 stacks of at least :func:`work_dtype`'s width (what clients send
-    for any real model) are centred and multiplied in float32, each block's ``[k, k]`` product
-    added up in float64: after centring, the relative error of a distance is of the order of
+    whole stack is made, in :data:`fedops.aggregate.fedavg.PARTS` parts side by side. Float32
+    stacks of at least :func:`work_dtype`'s width (what clients send for any real model) are
+    centred and multiplied in float32, each block's ``[k, k]`` product added up in float64: after
+    centring, the relative error of a distance is of the order of
     float32's epsilon times the square root of the block width (~1e-5), well below the spread
     between clients that Krum and the anomaly scores rank, at a third of the float64 product's
     time. Narrower stacks and other dtypes are computed in float64 (exact on small integers).
