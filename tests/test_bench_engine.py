@@ -32,6 +32,9 @@ def test_table_ratios_and_readme_block(tmp_path):
     readme.write_text("intro\n<!-- engine-table:begin -->\nold\n<!-- engine-table:end -->\nrest\n")
     engine.write_readme(r, readme)
     text = readme.read_text()
+    assert "prepare + validate + partition 3.0 s" in text
+    r["stages_s"] = {"prepare": 1.25, "validate": 1.0, "partition": 0.75}
+    assert "prepare 1.2 s" in engine.format_table(r)[0] and "partition 0.8 s (1,000 clients" in engine.format_table(r)[0]
     assert "old" not in text and auto in text and text.startswith("intro\n") and text.endswith("rest\n")
 
 
