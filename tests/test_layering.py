@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     # 0: foundations: types, randomness, I/O, errors, plug-in registry, evaluation sums
     "fedops": 0, "fedops.types": 0, "fedops.rng": 0, "fedops.registry": 0, "fedops.errors": 0, "fedops.io": 0,
-    "fedops.paths": 0, "fedops.env": 0, "fedops.threads": 0, "fedops.progress": 0, "fedops.failpoints": 0, "fedops.evaluation": 0,
+    "fedops.paths": 0, "fedops.env": 0, "fedops.threads": 0, "fedops.malloc": 0, "fedops.progress": 0, "fedops.failpoints": 0, "fedops.evaluation": 0,
     # 1: algorithms, each a plug-in family or a protocol, pure apart from their own state
     "fedops.privacy": 1, "fedops.secagg": 1, "fedops.compress": 1, "fedops.aggregate": 1, "fedops.attacks": 1,
     "fedops.quality": 1, "fedops.fairness": 1, "fedops.contribution": 1, "fedops.reputation": 1, "fedops.incentives": 1, "fedops.selection": 1, "fedops.partition": 1, "fedops.models": 1, "fedops.data": 1,

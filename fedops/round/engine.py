@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fedops import failpoints
+from fedops import failpoints, malloc
 from fedops.attacks.step import AttackStep
 from fedops.client.runtime import torch_threads
 from fedops.client.uplink import Uplink
@@ -64,6 +64,8 @@ class FederatedRun:
     """A training job's rounds over one simulated world, and the state that lives across them."""
 
     def __init__(self, config: Config, world: World, *, workdir: Path | None = None) -> None:
+        if config.execution.malloc == "retain":
+            malloc.retain()  # the coordinator's share of a round's memory: payloads, stack, mean
         self.config = config
         self.world = world
         runtime = world.runtime

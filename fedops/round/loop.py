@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from fedops import failpoints, progress
+from fedops import failpoints, malloc, progress
 from fedops.io import sha256_bytes
 from fedops.round.checkpoint import CheckpointError, CheckpointStore
 from fedops.round.engine import FederatedRun, default_schedule
@@ -91,6 +91,8 @@ def run_training(
     finally:
         if checkpoints is not None:
             checkpoints.release()
+        if malloc.retained():
+            malloc.release()  # what the rounds kept for each other goes back to the system
 
 
 def _restore(run: FederatedRun, checkpoints: CheckpointStore | None, observers, *, fresh: bool) -> int | None:
