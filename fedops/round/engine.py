@@ -323,12 +323,16 @@ class FederatedRun:
 
     def finish_task(self) -> None:
         """The end of the task: the reward budget split into points (``incentives``), kept in
-        ``extras["incentives"]`` (checkpointed; observers log it and write it to the ledger)."""
-        if self.crowd is None or "incentives" in self.extras:
-            return
-        result = self.crowd.finish()
-        if result is not None:
-            self.extras["incentives"] = result
+        ``extras["incentives"]`` (checkpointed; observers log it and write it to the ledger).
+        The memory the rounds kept for each other goes back before the observers' end-of-run work
+        (the model's export and registration) runs."""
+        if self.crowd is not None and "incentives" not in self.extras:
+            result = self.crowd.finish()
+            if result is not None:
+                self.extras["incentives"] = result
+        self.server.drop_round_memory()
+        if malloc.retained():
+            malloc.release()
 
     def _pool_reweighing_counts(self) -> None:
         """``client.reweighing: global``: every client's (group, label) counts summed once through

@@ -90,6 +90,11 @@ class Server:
         """The last round's accepted individual updates (plain transport), for the round's later
         steps (contribution scoring); in process only, never checkpointed."""
 
+    def drop_round_memory(self) -> None:
+        """The rounds are over: the last batch and the stack's memory kept for the next round go."""
+        self.last_batch = None
+        self._stack_memory = StackMemory()
+
     # --- before the round ----------------------------------------------------------------------
     def ctx(self, round_idx: int, client_id: int | None):
         return codec_context(seed=self.config.seed, layout=self.layout, round_idx=round_idx, client_id=client_id)

@@ -121,3 +121,22 @@ def test_none_codec_still_works():
     x = torch.randn(DIM)
     payload, _ = codec.encode(x, ctx=_ctx())
     assert len(payload) == 4 * DIM and torch.equal(codec.decode(payload, ctx=_ctx()), x)
+
+
+def test_none_codec_payload_is_a_read_only_view_of_the_update():
+    codec = CODECS.build("none")
+    x = torch.randn(DIM)
+    payload, _ = codec.encode(x, ctx=_ctx())
+    assert payload.readonly and bytes(payload) == x.numpy().astype("<f4").tobytes()
+    assert np.shares_memory(np.frombuffer(payload, dtype=np.uint8), x.numpy())  # no copy of the update
+    with pytest.raises(TypeError):
+        payload[0] = 1
+    # a float64 or strided vector is converted: the payload is its own float32 copy
+    y = torch.randn(2 * DIM, dtype=torch.float64)[::2]
+    p64, _ = codec.encode(y, ctx=_ctx())
+    assert not np.shares_memory(np.frombuffer(p64, dtype=np.uint8), y.numpy())
+    assert torch.equal(codec.decode(p64, ctx=_ctx()), y.float())
+    # the server's decode copies it: the decoded vector is independent of the client's memory
+    out = codec.decode(payload, ctx=_ctx())
+    x.zero_()
+    assert not torch.equal(out, x)
