@@ -377,6 +377,9 @@ def bench_w1(
                   f"{r['bare_loop_cpu_s']:.1f} s, worker processes {r['bare_procs_cpu_s']:.1f} s; ratio "
                   f"{r['cpu_ratio']:.2f}x to the fastest (one thread {r['cpu_ratio_one_thread']:.2f}x, "
                   f"worker processes {r['cpu_ratio_procs']:.2f}x)")
+        out.print(f"  floor: the pipeline's CPU over the machine's {r['cores']} cores is {r['pipeline_floor_s']:.1f} s "
+                  f"({r['floor_ratio']:.2f}x the fastest bare loop): no overlap takes its wall time below that; the "
+                  f"worker processes kept {r['bare_procs_busy_cores']:.2f} cores busy")
         out.print(f"  final models max |diff|: pipeline {r['max_abs_param_diff']:.2e}, worker processes "
                   f"{r['max_abs_param_diff_procs']:.2e}; test accuracy pipeline {r['pipeline_test_accuracy']:.4f}, "
                   f"bare loop {r['bare_test_accuracy']:.4f}")

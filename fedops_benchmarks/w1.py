@@ -11,6 +11,7 @@ the runs really did the same steps.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,11 @@ def bare_loop(cfg: Config, workdir: Path, *, processes: int = 1,
     return seconds, eval_s, accuracy, torch.cat([v.reshape(-1) for v in global_state.values()])
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _rounds_s(summary: dict[str, Any]) -> float:
     """The pipeline's seconds inside its rounds (clients, server, evaluation: ``time/round_s`` as
     logged to MLflow); the rest of its wall time is start-up, MLflow run set-up, the per-round
@@ -241,6 +247,11 @@ def main(
         "bare_loop_cpu_s": cpu_bare,
         "bare_procs_cpu_s": cpu_procs,
         "cpu_ratio": cpu_pipe / (cpu_bare if t_bare <= t_procs else cpu_procs),
+        # no overlap finishes the pipeline's CPU seconds faster than all the cores working at once
+        "cores": _cores(),
+        "pipeline_floor_s": cpu_pipe / _cores(),
+        "floor_ratio": cpu_pipe / _cores() / fastest,
+        "bare_procs_busy_cores": cpu_procs / t_procs,
         "cpu_ratio_one_thread": cpu_pipe / cpu_bare,
         "cpu_ratio_procs": cpu_pipe / cpu_procs,
         "pipeline_workers": workers,

@@ -1,7 +1,7 @@
 """Executors that run a round's client work as Prefect tasks (see :mod:`fedops.round.executor`).
 
-:class:`PrefectExecutor` maps one Prefect task per item (``train-client``, ``evaluate-shard``) with
-the configured retries, on whatever task runner the flow runs with: a thread pool
+:class:`PrefectExecutor` maps one Prefect task per item (``train-client``; ``evaluate-shard`` under
+Dask) with the configured retries, on whatever task runner the flow runs with: a thread pool
 (``execution.executor: threads``) or Dask through prefect-dask (``dask``: a local cluster of
 single-threaded worker processes, or an existing cluster at ``execution.dask_address``). Under
 Dask, large inputs (the clients' data, the test set, each round's global model) are scattered to
@@ -14,6 +14,11 @@ their training rows, so the workers finish together. Each client still has its o
 row in the client table) and its own retries inside the task. One task per worker and round
 instead of one per client: each task run costs Prefect's API server about 50 ms of CPU (its
 task-run recorder), which on W1 took a third of a core beside the two training threads.
+
+The server's evaluation of the global model (``evaluate-shard``, a job with ``task=False``) runs on
+``max_workers`` threads of the flow's process without task runs, except under Dask, where the test
+set lives on the workers: it is the server's work on its own data, and its two task runs a round
+cost the API server about as much CPU as the clients' (W1 evaluates every round).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from fedops.config import Config
-from fedops.round.executor import (CohortChoice, Job, MapResult, SequentialExecutor, describe_failure, groups_of,
-                                   run_group)
+from fedops.round.executor import (CohortChoice, CohortExecutor, Job, MapResult, SequentialExecutor, describe_failure,
+                                   groups_of, run_group)
 
 
 def _run_job(job: Job, item: Hashable, round_idx: int, shared: dict[str, Any]) -> Any:
@@ -43,8 +48,9 @@ def _run_group(job: Job, items: list[Hashable], first: Hashable, last: Hashable,
 
 class PrefectExecutor:
     def __init__(self, *, retries: int, retry_delay_s: float = 0.0, dask: bool = False, mode: str = "off",
-                 group_size: Any = None, chunk_size: int | None = None) -> None:
+                 group_size: Any = None, chunk_size: int | None = None, workers: int = 1) -> None:
         self.name = mode if mode != "off" else ("dask" if dask else "threads")
+        self.workers = workers
         self.dask = dask
         self._tasks: dict[str, Any] = {}
         self._options = {"retries": retries, "retry_delay_seconds": retry_delay_s}
@@ -89,6 +95,9 @@ class PrefectExecutor:
         out = MapResult()
         if not items:
             return out
+        if not job.task and not self.dask:  # the server's own work: the same threads, no task runs
+            return CohortExecutor(retries=self.retries, workers=self.workers, mode="off").map(
+                job, items, round_idx=round_idx, shared=shared, cost=cost)
         size = self.group_size(len(items)) if job.batch_fn is not None else 1
         batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared)
         if self.choice.probe is not None and not self._reported:  # auto's choice, in the flow run's log
@@ -168,4 +177,4 @@ def executor_for(config: Config):
         return SequentialExecutor(retries=ex.retries)
     mode = ex.executor if ex.executor in ("cohort", "auto") else "off"
     return PrefectExecutor(retries=ex.retries, retry_delay_s=ex.retry_delay_s, dask=ex.executor == "dask", mode=mode,
-                           group_size=ex.group_size, chunk_size=ex.cohort_chunk)
+                           group_size=ex.group_size, chunk_size=ex.cohort_chunk, workers=ex.max_workers)

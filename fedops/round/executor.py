@@ -37,6 +37,10 @@ class Job:
     probe_fn: Callable[..., dict[str, float]] | None = None
     """``probe_fn(items, *, round_idx, **shared)``: ``{"cohort_s", "sequential_s"}``, seconds for
     some of ``items`` each way (``execution.executor: auto``)."""
+    task: bool = True
+    """Whether an orchestrator runs its items as tasks of their own. False for the server's own
+    work on its own data (evaluating the global model on the test set): on threads it runs on the
+    coordinator's workers without task runs, which cost the orchestrator's API server CPU."""
 
 
 @dataclass

@@ -70,4 +70,4 @@ def probe_train(client_ids: list[int], *, round_idx: int, runtime: ClientRuntime
 
 
 TRAIN = Job(name="train-client", item="client", fn=train_client, batch_fn=train_clients, probe_fn=probe_train)
-EVALUATE = Job(name="evaluate-shard", item="shard", fn=evaluate_shard)
+EVALUATE = Job(name="evaluate-shard", item="shard", fn=evaluate_shard, task=False)
