@@ -463,9 +463,10 @@ class ExecutionSection(Section):
     retry_delay_s: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)
     malloc: Literal["retain", "default"] = "retain"
-    """``retain``: the processes that run rounds keep the memory a round frees for the next round
-    (glibc's mmap and trim thresholds, :mod:`fedops.malloc`; the free heap goes back when the run
-    ends); ``default``: the C library's own settings. It changes speed and memory, never results."""
+    """``retain``: the process that runs the rounds keeps the memory a round frees for the next
+    round (glibc's mmap and trim thresholds, :mod:`fedops.malloc`; the free heap goes back when the
+    rounds end; Dask's worker processes are left as Dask sets them); ``default``: the C library's
+    own settings in a process that has not retained yet. It changes speed and memory, never results."""
 
     @model_validator(mode="after")
     def _check(self) -> "ExecutionSection":

@@ -10,7 +10,9 @@ largest threshold on 64-bit) come from the heap, and a heap is trimmed only when
 ``TRIM_THRESHOLD`` of it is free, so the next round reuses the pages this round freed.
 :func:`release` hands the free heap back (``malloc_trim``) when a run ends.
 
-Other C libraries (musl, macOS) are left as they are: :func:`retain` returns False there.
+Other C libraries (musl, macOS) are left as they are: :func:`retain` returns False there. Only the
+process that runs the rounds sets it (the coordinator, whose threads also train under the threads,
+cohort and auto executors); Dask's worker processes keep the settings Dask's nanny gives them.
 """
 
 from __future__ import annotations
@@ -30,23 +32,33 @@ _lock = threading.Lock()
 _state: dict[str, bool] = {}
 
 
+_libc: list = []
+
+
 def _glibc():
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
+    """glibc, loaded once, with ``mallopt`` and ``malloc_trim`` declared; None elsewhere."""
+    if not _libc:
+        libc = None
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+                libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+            except (OSError, AttributeError):
+                libc = None
+        _libc.append(libc)
+    return _libc[0]
 
 
 def retain() -> bool:
     """Keep freed memory in the process for the next round (glibc only; once per process,
-    idempotent). Returns whether the thresholds are set."""
+    idempotent). Returns whether both thresholds are set. The setting lasts as long as the process:
+    a later run with ``execution.malloc: default`` in the same process finds it set."""
     with _lock:
         if "retained" not in _state:
             libc = _glibc()
-            ok = libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-                libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            ok = libc is not None and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            ok = ok and bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))  # the one that changes speed last
             _state["retained"] = ok
         return _state["retained"]
 

@@ -85,7 +85,8 @@ class ClientUpdate:
 
 @dataclass(frozen=True)
 class EncodedUpdate:
-    """An update as it travels on the wire: the codec's serialised payload (``bytes``; under
+    """An update as it travels on the wire: the codec's serialised payload (``bytes``, or for the
+    identity codec a read-only ``memoryview`` of the update's own float32 memory; under
     secure aggregation the quantised vector that enters the protocol) and its exact size in
     bytes. ``clip_indicator`` is client-level DP's one-byte report ``1[||u|| <= C]`` that
     adaptive clipping needs (``None`` when not sent)."""

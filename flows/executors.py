@@ -31,8 +31,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from fedops.config import Config
-from fedops.round.executor import (CohortChoice, CohortExecutor, Job, MapResult, SequentialExecutor, describe_failure,
-                                   groups_of, run_group)
+from fedops.round.executor import (CohortChoice, Job, MapResult, SequentialExecutor, describe_failure, groups_of,
+                                   run_group)
 
 
 def _run_job(job: Job, item: Hashable, round_idx: int, shared: dict[str, Any]) -> Any:
@@ -51,6 +51,7 @@ class PrefectExecutor:
                  group_size: Any = None, chunk_size: int | None = None, workers: int = 1) -> None:
         self.name = mode if mode != "off" else ("dask" if dask else "threads")
         self.workers = workers
+        self._pool = None  # the threads of jobs that run without task runs (task=False), made on first use
         self.dask = dask
         self._tasks: dict[str, Any] = {}
         self._options = {"retries": retries, "retry_delay_seconds": retry_delay_s}
@@ -89,15 +90,31 @@ class PrefectExecutor:
                                      task_run_name=f"round-{{round_idx}}-{job.item}s-{{first}}-{{last}}")
         return self._tasks[name]
 
+    def _local_map(self, job: Job, items: list[Hashable], *, round_idx: int, shared: Mapping[str, Any]) -> MapResult:
+        """Each item on ``workers`` threads that live as long as this executor (so their per-thread
+        models are built once a run), with the tasks' retries and failure reasons."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"fedops-{job.name}")
+        futures = [self._pool.submit(run_group, job, [item], round_idx=round_idx, shared=shared, retries=self.retries,
+                                     batch=False, chunk_size=None, retry_delay_s=self._options["retry_delay_seconds"])
+                   for item in items]
+        out = MapResult()
+        for fut in futures:
+            part = fut.result()
+            out.results.update(part.results)
+            out.failures.update(part.failures)
+        return out
+
     def map(self, job: Job, items: Sequence[Hashable], *, round_idx: int, shared: Mapping[str, Any],
             cost: Mapping[Hashable, float] | None = None) -> MapResult:
         items = list(items)
         out = MapResult()
         if not items:
             return out
-        if not job.task and not self.dask:  # the server's own work: the same threads, no task runs
-            return CohortExecutor(retries=self.retries, workers=self.workers, mode="off").map(
-                job, items, round_idx=round_idx, shared=shared, cost=cost)
+        if not job.task and not self.dask:  # the server's own work: threads of its own, no task runs
+            return self._local_map(job, items, round_idx=round_idx, shared=shared)
         size = self.group_size(len(items)) if job.batch_fn is not None else 1
         batch = self.choice.batch(job, items, round_idx=round_idx, shared=shared)
         if self.choice.probe is not None and not self._reported:  # auto's choice, in the flow run's log

@@ -7,17 +7,11 @@ from typing import Any
 
 import torch
 
-from fedops import failpoints, malloc
+from fedops import failpoints
 from fedops.client.runtime import ClientRuntime, torch_threads
 from fedops.evaluation import TestSet, evaluation_sums
 from fedops.round.executor import Job
 from fedops.types import ClientUpdate
-
-
-def _allocator(runtime: ClientRuntime) -> None:
-    """A worker process (Dask) keeps the memory its rounds free, as the coordinator does."""
-    if runtime.config.execution.malloc == "retain" and not malloc.retained():
-        malloc.retain()
 
 
 def train_client(client_id: int, *, round_idx: int, runtime: ClientRuntime, params: torch.Tensor,
@@ -25,7 +19,6 @@ def train_client(client_id: int, *, round_idx: int, runtime: ClientRuntime, para
     """One client's local training from the global ``params`` (the client's side of a round);
     ``client_states`` holds what clients keep across rounds (in a simulation, the run keeps it);
     ``broadcast``, what the server sends every client with the model (a weight table)."""
-    _allocator(runtime)
     extra: dict[str, Any] = {}  # only when used: a runtime without client state keeps its plain signature
     if client_states and client_id in client_states:
         extra["state"] = client_states[client_id]
@@ -40,7 +33,6 @@ def evaluate_shard(shard: int, *, round_idx: int, runtime: ClientRuntime, testse
                    bounds: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
     """Evaluation sums of ``params`` on one contiguous slice of the server's test set."""
     failpoints.hit("round.evaluate", round_idx=round_idx)
-    _allocator(runtime)
     lo, hi = bounds[shard]
     device = runtime.devices[0]
     with torch_threads(runtime.config.execution.threads_per_worker()):

@@ -31,3 +31,31 @@ def test_an_existing_dask_cluster_is_reached_by_its_address():
     cfg = load_config(ROOT / "configs" / "tiny.yaml", {"execution.executor": "dask",
                                                        "execution.dask_address": "tcp://127.0.0.1:8786"})
     assert task_runner(cfg).address == "tcp://127.0.0.1:8786"
+
+
+def test_the_servers_own_jobs_run_on_threads_of_their_own_without_task_runs():
+    import threading
+
+    from fedops.round.executor import Job
+    from flows.executors import PrefectExecutor
+
+    calls, names = [], set()
+
+    def shard(item, *, round_idx, tag):
+        calls.append(item)
+        names.add(threading.current_thread().name)
+        if item == 1:
+            raise ValueError(f"shard {item} broke in round {round_idx}")
+        return (item, tag)
+
+    job = Job(name="evaluate-shard", item="shard", fn=shard, task=False)
+    ex = PrefectExecutor(retries=2, workers=2)
+    # outside any flow: a task run would need Prefect's engine; these never reach it
+    out = ex.map(job, [0, 1, 2], round_idx=3, shared={"tag": "t"})
+    assert out.results == {0: (0, "t"), 2: (2, "t")}
+    assert out.failures == {1: "ValueError: shard 1 broke in round 3"}
+    assert calls.count(1) == 3  # the task's retries: 1 + 2
+    assert names and all(n.startswith("fedops-evaluate-shard") for n in names)
+    pool = ex._pool
+    ex.map(job, [0], round_idx=4, shared={"tag": "u"})
+    assert ex._pool is pool  # the same threads every round

@@ -49,6 +49,15 @@ def test_the_server_reuses_its_stack_between_rounds_unless_the_last_batch_is_hel
     assert s.last_batch.stack.data_ptr() != first and held.stack.data_ptr() == first
     assert held.stack.tolist() == [[1, 1, 1], [3, 3, 3]]  # round 2's updates, not overwritten
     assert torch.allclose(s.params, torch.tensor([5.0, 5.0, 5.0]))
+    import weakref
+
+    kept = weakref.ref(s._stack_memory._array)
+    del held
+    s.drop_round_memory()  # the rounds are over: the last batch and the kept stack go
+    gc.collect()
+    assert s.last_batch is None and kept() is None  # nothing holds the stack's memory any more
+    finish(s, [msg(1, [0, 0, 0]), msg(2, [2, 2, 2])], round_idx=4)  # and a later round still works
+    assert torch.allclose(s.params, torch.tensor([6.0, 6.0, 6.0]))
 
 
 def test_decoding_consumes_the_messages_when_handed_over_and_gives_the_same_batch():
