@@ -4,7 +4,7 @@ Every round frees and allocates the same tens of megabytes again: each client's 
 payload, the server's stack, the mean, the scores. With glibc's defaults that memory goes back to
 the system between rounds (the top of the heap is trimmed once 128 KB of it is free, and blocks
 over the adaptive mmap threshold are mapped and unmapped one by one), so every round pays its page
-faults again: on W2's 2NN MLP (100 clients of 199,210 parameters a round) about 60 of the server's
+faults again: on W2's 2NN MLP (100 clients of 199,210 parameters a round) about 70 of the server's
 110 ms. :func:`retain` sets the two thresholds once for the process: blocks under 32 MB (glibc's
 largest threshold on 64-bit) come from the heap, and a heap is trimmed only when more than
 ``TRIM_THRESHOLD`` of it is free, so the next round reuses the pages this round freed.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 import threading
 
@@ -32,22 +33,18 @@ _lock = threading.Lock()
 _state: dict[str, bool] = {}
 
 
-_libc: list = []
-
-
+@functools.cache
 def _glibc():
     """glibc, loaded once, with ``mallopt`` and ``malloc_trim`` declared; None elsewhere."""
-    if not _libc:
-        libc = None
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-                libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-            except (OSError, AttributeError):
-                libc = None
-        _libc.append(libc)
-    return _libc[0]
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def retain() -> bool:
