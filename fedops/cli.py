@@ -393,13 +393,23 @@ def bench_engine(
     flower: Optional[bool] = typer.Option(None, help="Run Flower's simulation engine too (default: when "
                                                       ".flower-venv exists; bash scripts/flower-env.sh makes it)."),
     write_readme: bool = typer.Option(False, help="Write the table into README.md (between its engine markers)."),
+    sides: Optional[str] = typer.Option(None, help="Comma-separated sides (default: all but the DP ones): bare, "
+                                                    "bare_procs, sequential, cohort, auto, cohort_noqc, auto_noqc, "
+                                                    "pipeline; with local DP-SGD: dp_sequential, dp_cohort, dp_auto."),
 ) -> None:
     """W2 (1,000 clients, 100 per round): the bare loop, fedops' executors, the pipeline and Flower, side by side."""
     with _user_errors():
-        from fedops_benchmarks.engine import format_table, main, write_readme as write
+        from fedops_benchmarks.engine import DP_SIDES, SIDES, format_table, main, write_readme as write
 
+        chosen = SIDES if sides is None else tuple(s.strip() for s in sides.split(",") if s.strip())
+        unknown = [s for s in chosen if s not in SIDES + DP_SIDES]
+        if unknown or not chosen:
+            raise typer.BadParameter(f"--sides {sides!r}: unknown {unknown or 'none given'}; expected some of "
+                                     f"{', '.join(SIDES + DP_SIDES)}")
+        if write_readme and set(chosen) != set(SIDES):
+            raise typer.BadParameter("--write-readme writes the full table: run it without --sides")
         r = main(models=tuple(m.strip() for m in models.split(",") if m.strip()), rounds=rounds, repeats=repeats,
-                 flower=flower)
+                 flower=flower, sides=chosen)
         for line in format_table(r):
             typer.echo(line)  # plain: a markdown table must not be wrapped
         if write_readme:

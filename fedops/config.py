@@ -672,9 +672,7 @@ class Config(Section):
             return
         agg = self.server.aggregator
         why = None
-        if self.privacy.mode == "local":
-            why = "privacy.mode = 'local' trains each client with Opacus DP-SGD (per-sample clipping, Poisson sampling)"
-        elif getattr(agg, "needs_losses", False) or getattr(agg, "needs_group_counts", False):
+        if getattr(agg, "needs_losses", False) or getattr(agg, "needs_group_counts", False):
             why = f"server.aggregator = {agg.name!r} has each client evaluate the global model before training"
         elif self.client.reweighing.startswith("fairbatch"):
             why = f"client.reweighing = {self.client.reweighing!r} has each client evaluate the global model first"

@@ -5,7 +5,10 @@ on the same partition, client selection and minibatch order.
 Sides: the bare PyTorch loop with one torch thread, and split over single-threaded worker
 processes (the fastest honest baselines); fedops in process with the sequential, cohort and auto
 executors; the full pipeline (Prefect flow and tasks, MLflow tracking) with the cohort executor;
-and Flower's simulation engine when its environment exists (``scripts/flower-env.sh``).
+and Flower's simulation engine when its environment exists (``scripts/flower-env.sh``). On
+request (``--sides``), the same executors in process with sample-level DP-SGD in every client
+(``privacy.mode: local``): ``dp_sequential`` (Opacus, one client at a time), ``dp_cohort``
+(per-sample clipping and noise inside the vmap) and ``dp_auto``.
 
 Each side prints one JSON line: the end of every round (wall clock), its peak RSS and its process
 time. Steady state is the median of rounds 2 .. R-1 (round 1 warms up, round R evaluates); end
@@ -26,7 +29,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"mlp": {"name": "mlp", "hidden": [200, 200]}, "small_cnn": {"name": "small_cnn"}}
 SIDES = ("bare", "bare_procs", "sequential", "cohort", "auto", "cohort_noqc", "auto_noqc", "pipeline")
+DP_SIDES = ("dp_sequential", "dp_cohort", "dp_auto")
 NO_QC = {"quality.anomaly_scores": False}
+LOCAL_DP = {"privacy.mode": "local"}
+"""Sample-level DP-SGD in every client with the config's defaults (noise multiplier 1.0, clip 1.0,
+randomness from the OS)."""
 """Without the server's per-client anomaly scores (norm and cosine z-scores, Krum distances), which
 the bare loop and Flower do not compute: the engine's own overhead."""
 
@@ -74,7 +81,7 @@ def _side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, Any
         _, _, accuracy, _ = bare_loop(cfg, workdir, processes=1 if side == "bare" else cfg.execution.max_workers,
                                       round_ends=ends)
         ends = ends[1:]
-    elif side in ("sequential", "cohort", "auto", "cohort_noqc", "auto_noqc"):
+    elif side in ("sequential", "cohort", "auto", "cohort_noqc", "auto_noqc") + DP_SIDES:
         import torch
 
         from fedops.paths import Paths
@@ -82,8 +89,9 @@ def _side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, Any
         from fedops.simulation import simulate
 
         torch.set_num_threads(1)
-        cfg = config(model, rounds=rounds, overrides={"execution.executor": side.split("_")[0],
-                                                      **(NO_QC if side.endswith("_noqc") else {})})
+        cfg = config(model, rounds=rounds, overrides={"execution.executor": side.removeprefix("dp_").split("_")[0],
+                                                      **(NO_QC if side.endswith("_noqc") else {}),
+                                                      **(LOCAL_DP if side.startswith("dp_") else {})})
         world = load_world(cfg, Paths.at(workdir))
         result = simulate(world, cfg, on_record=lambda record: ends.append(time.time()))
         accuracy = result.history[-1].get("test/accuracy")
@@ -98,7 +106,7 @@ def _side(side: str, model: str, *, rounds: int, workdir: Path) -> dict[str, Any
         history = MlflowClient(summary["tracking_uri"]).get_metric_history(summary["run_id"], "time/round_s")
         ends = [m.timestamp / 1000 for m in sorted(history, key=lambda m: m.step)]
     else:
-        raise ValueError(f"side {side!r}: expected one of {', '.join(SIDES)}")
+        raise ValueError(f"side {side!r}: expected one of {', '.join(SIDES + DP_SIDES)}")
     from fedops_benchmarks.flower_peer import own_cpu_s
 
     return {"side": side, "model": model, "round_ends": ends, "test_accuracy": accuracy, "cpu_s": own_cpu_s(),
@@ -173,6 +181,9 @@ LABELS = {
     "auto_noqc": "fedops in process, auto executor, no anomaly scores",
     "pipeline": "fedops pipeline (Prefect + MLflow), auto executor",
     "flower": "Flower 1.42 simulation (Ray), 2 x 1-CPU actors",
+    "dp_sequential": "fedops in process, local DP-SGD, sequential executor (Opacus)",
+    "dp_cohort": "fedops in process, local DP-SGD, cohort executor",
+    "dp_auto": "fedops in process, local DP-SGD, auto executor",
 }
 
 
@@ -192,11 +203,14 @@ def format_table(r: dict[str, Any]) -> list[str]:
     lines = [f"W2: Fashion-MNIST, 1,000 clients Dirichlet(0.5), 100 per round, E = 1, B = 32; {r['rounds']} rounds, "
              f"{r['repeats']} interleaved repeat(s), each side its own process; {_stages(r)}", ""]
     for model, rows in r["table"].items():
-        bare = min(rows[s]["s_per_round"] for s in ("bare", "bare_procs") if s in rows)
+        # the ratio's baseline: the fastest bare loop, or (DP sides alone) Opacus one client at a time
+        base_label, base_sides = (("fastest bare", ("bare", "bare_procs")) if {"bare", "bare_procs"} & set(rows)
+                                  else ("dp_sequential", ("dp_sequential",)))
+        bare = min((rows[s]["s_per_round"] for s in base_sides if s in rows), default=float("nan"))
         flower = rows.get("flower", {}).get("s_per_round")
         flower_e2e = rows.get("flower", {}).get("end_to_end_s")
         lines += [f"**{model}**", "",
-                  "| side | s / round | samples / s | x fastest bare | Flower / side (per round) | end to end s "
+                  f"| side | s / round | samples / s | x {base_label} | Flower / side (per round) | end to end s "
                   "| Flower / side (end to end) | peak RSS MB | CPU s | test acc |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for side, row in rows.items():
@@ -281,7 +295,7 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--side", required=True, choices=SIDES)
+    ap.add_argument("--side", required=True, choices=SIDES + DP_SIDES)
     ap.add_argument("--model", required=True, choices=tuple(MODELS))
     ap.add_argument("--rounds", type=int, required=True)
     ap.add_argument("--workdir", type=Path, required=True)

@@ -10,6 +10,15 @@ its parameters and momentum are frozen (as FedJAX's ``for_each_client`` does). C
 trained ``chunk_size`` at a time to bound memory; a client's result does not depend on which
 chunk it is in.
 
+Sample-level DP-SGD (``dp``, :class:`DPSGD`) is computed the same way: each client's Poisson
+minibatches are drawn from its own sampling generator exactly as Opacus' ``DPDataLoader`` draws
+them in :func:`fedops.privacy.local_dp.dp_sgd_train` (it is the same loader, over the client's
+row positions), the per-sample gradients come from a ``vmap`` over the rows inside the ``vmap``
+over the clients, each is clipped to ``max_grad_norm`` (Opacus' factor ``C / (norm + 1e-6)``,
+at most 1), their sum gets Gaussian noise drawn from the client's noise generator in Opacus'
+order (each parameter in turn, every step) and is divided by the expected batch size, and the
+step is plain SGD. A Poisson batch longer than the padded width is taken in several passes.
+
 Models whose forward pass is random or updates state (dropout, batch norm) are not supported
 (:func:`cohort_supported` says why); the round keeps those on the sequential path.
 """
@@ -35,6 +44,18 @@ class CohortClient:
     indices: torch.Tensor
     generator: torch.Generator
     sample_weights: torch.Tensor | None = None
+    noise_generator: torch.Generator | None = None
+    """DP-SGD's noise stream (a CPU generator; with ``dp``, the sampling stream is ``generator``)."""
+
+
+@dataclass(frozen=True)
+class DPSGD:
+    """Sample-level DP-SGD for a cohort: what :func:`fedops.privacy.local_dp.dp_sgd_train` does
+    with Opacus (noise standard deviation ``noise_multiplier * max_grad_norm`` on the sum of the
+    clipped per-sample gradients, plain SGD)."""
+
+    noise_multiplier: float
+    max_grad_norm: float
 
 
 def cohort_supported(model: nn.Module) -> str | None:
@@ -77,6 +98,7 @@ def cohort_train(
     prox_mu: float = 0.0,
     chunk_size: int = 32,
     width: int | None = None,
+    dp: DPSGD | None = None,
 ) -> list[ClientUpdate]:
     """Local training of every client in ``clients`` from ``global_params``; one
     :class:`ClientUpdate` per client, in the given order, equal to what ``local_train`` returns
@@ -85,7 +107,12 @@ def cohort_train(
     Every minibatch is padded to ``width`` rows (default ``batch_size``; for full-batch training,
     the largest client's size, which the caller should fix for the population) and its loss
     taken as a masked mean, so that a client is computed with the same shapes and arithmetic
-    whatever clients share its chunk: its bytes do not depend on the chunking."""
+    whatever clients share its chunk: its bytes do not depend on the chunking.
+
+    With ``dp`` each client trains as :func:`fedops.privacy.local_dp.dp_sgd_train` does (Poisson
+    minibatches from ``generator``, noise from ``noise_generator``, plain SGD: ``momentum``,
+    ``weight_decay``, ``prox_mu`` and per-row weights must be unset) and reports its ``steps``
+    and ``sample_rate`` for the privacy ledger."""
     why = cohort_supported(model)
     if why is not None:
         raise ValueError(f"cohort training does not support this model: {why}")
@@ -95,13 +122,27 @@ def cohort_train(
         width = batch_size if batch_size is not None else max((int(c.indices.numel()) for c in clients), default=1)
     longest = max((int(c.indices.numel()) if batch_size is None else min(batch_size, int(c.indices.numel()))
                    for c in clients), default=0)
-    if width < longest:
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    if dp is None and width < longest:  # DP-SGD takes a longer (Poisson) batch in passes of width rows
         raise ValueError(f"width {width} is smaller than a minibatch of {longest} rows")
+    if dp is not None:
+        plain = {"momentum": momentum, "weight_decay": weight_decay, "prox_mu": prox_mu}
+        if any(plain.values()) or any(c.sample_weights is not None for c in clients):
+            raise ValueError(f"DP-SGD trains with plain SGD and unweighted rows, got {plain} and per-row weights "
+                             f"{[c.client_id for c in clients if c.sample_weights is not None]}")
+        if any(c.noise_generator is None for c in clients):
+            raise ValueError("DP-SGD needs each client's noise_generator")
     out: list[ClientUpdate] = []
     for lo in range(0, len(clients), chunk_size):
-        out.extend(_train_chunk(model, layout=layout, global_params=global_params, x=x, y=y,
-                                clients=clients[lo:lo + chunk_size], epochs=epochs, batch_size=batch_size, lr=lr,
-                                momentum=momentum, weight_decay=weight_decay, prox_mu=prox_mu, width=width))
+        some = clients[lo:lo + chunk_size]
+        if dp is None:
+            out.extend(_train_chunk(model, layout=layout, global_params=global_params, x=x, y=y, clients=some,
+                                    epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                                    weight_decay=weight_decay, prox_mu=prox_mu, width=width))
+        else:
+            out.extend(_train_chunk_dp(model, layout=layout, global_params=global_params, x=x, y=y, clients=some,
+                                       epochs=epochs, batch_size=batch_size, lr=lr, dp=dp, width=width))
     return out
 
 
@@ -110,13 +151,18 @@ PARAM_COPIES = 8
 gradients and momentum, the doubled copies of a lone client, the gathered deltas and the
 autograd's temporaries (an upper count, not a measurement)."""
 
+PER_SAMPLE_COPIES = 1
+"""Parameter-sized tensors per row a DP-SGD cohort client holds: its per-sample gradients (their
+clipped sum is parameter-sized, among :data:`PARAM_COPIES`)."""
 
-def client_bytes(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor) -> int:
+
+def client_bytes(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor, per_sample: bool = False) -> int:
     """Bytes one client adds to a cohort chunk at one step: the tensors autograd saves for the
     backward pass of one minibatch ``(x, y)`` (measured: a forward pass under a saved-tensors
     hook on the model's device, nothing stepped), plus :data:`PARAM_COPIES` copies of the
-    parameters. Views of one tensor are each counted: an overestimate, never an underestimate of
-    what the hook sees."""
+    parameters, plus with ``per_sample`` (DP-SGD) :data:`PER_SAMPLE_COPIES` copies of a
+    gradient per row. Views of one tensor are each counted: an overestimate, never an
+    underestimate of what the hook sees."""
     saved = [0]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -126,16 +172,58 @@ def client_bytes(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         nn.functional.cross_entropy(model(x), y)  # no backward: nothing is stepped or accumulated
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return saved[0] + PARAM_COPIES * params
+    return saved[0] + PARAM_COPIES * params + (PER_SAMPLE_COPIES * x.shape[0] * params if per_sample else 0)
 
 
 def chunk_for_memory(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor, budget_bytes: int,
-                     most: int = 1024) -> int:
+                     most: int = 1024, per_sample: bool = False) -> int:
     """How many clients a chunk may hold within ``budget_bytes`` (at least 1, at most ``most``),
     from :func:`client_bytes` of a minibatch ``(x, y)`` of the padded width."""
     if budget_bytes < 1:
         raise ValueError(f"budget_bytes must be >= 1, got {budget_bytes}")
-    return max(1, min(most, budget_bytes // max(1, client_bytes(model, x=x, y=y))))
+    return max(1, min(most, budget_bytes // max(1, client_bytes(model, x=x, y=y, per_sample=per_sample))))
+
+
+def _ranked(schedules: list, clients: Sequence[CohortClient]):
+    """The chunk's clients (and their schedules) longest first: ties keep the given order."""
+    order = sorted(range(len(clients)), key=lambda j: -len(schedules[j]))
+    return [clients[j] for j in order], [schedules[j] for j in order]
+
+
+def _stacked(model: nn.Module, layout: ParamLayout, global_params: torch.Tensor, k: int):
+    """``(names, anchor, params)``: the model's parameter names, the global parameters by name,
+    and ``k`` stacked copies of them (one row per client) to train."""
+    layout.load_into(model, global_params)
+    names = [n for n, _ in model.named_parameters()]
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    params = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())).clone() for n, p in anchor.items()}
+    return names, anchor, params
+
+
+def _twice(a: int):
+    """One client alone is computed twice over: a vmap of one may take other kernels (a plain
+    rather than a grouped convolution), and a client's bytes must not depend on its company."""
+    return (lambda v: v) if a > 1 else (lambda v: v.repeat(2, *([1] * (v.dim() - 1))))  # real copies
+
+
+def _active(steps: list[int]) -> list[int]:
+    """The training prefix at each step (``steps`` longest first)."""
+    return [sum(1 for s in steps if s > t) for t in range(steps[0] if steps else 0)]
+
+
+def _updates(model, layout, global_params, params, ranked, clients, metrics, start) -> list[ClientUpdate]:
+    """Each client's :class:`ClientUpdate` (its delta from the global parameters), in ``clients``' order."""
+    k = len(ranked)
+    elapsed = (time.perf_counter() - start) / k
+    state = model.state_dict()
+    flat = torch.cat([params[s.name].reshape(k, -1).float() if s.name in params
+                      else state[s.name].detach().reshape(1, -1).float().expand(k, -1) for s in layout.slots], dim=1)
+    deltas = flat - global_params.unsqueeze(0)
+    by_client = {}
+    for j, c in enumerate(ranked):
+        by_client[id(c)] = ClientUpdate(client_id=c.client_id, delta=deltas[j].clone(),
+                                        num_samples=int(c.indices.numel()), metrics=metrics[j], wall_time_s=elapsed)
+    return [by_client[id(c)] for c in clients]
 
 
 def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_size, lr, momentum, weight_decay,
@@ -147,10 +235,7 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
 
     start = time.perf_counter()
     k = len(clients)
-    schedules = [_schedule(c, epochs=epochs, batch_size=batch_size) for c in clients]
-    order = sorted(range(k), key=lambda j: -len(schedules[j]))  # stable: ties keep the given order
-    ranked = [clients[j] for j in order]
-    schedules = [schedules[j] for j in order]
+    ranked, schedules = _ranked([_schedule(c, epochs=epochs, batch_size=batch_size) for c in clients], clients)
     steps = [len(s) for s in schedules]
     total = steps[0]
     device = x.device
@@ -161,7 +246,7 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
         for t, b in enumerate(sched):
             index[t, j, :b.numel()] = b
             mask[t, j, :b.numel()] = 1
-    active = [sum(1 for s in steps if s > t) for t in range(total)]  # the training prefix at each step
+    active = _active(steps)
     weights = None
     if any(c.sample_weights is not None for c in ranked):
         weights = torch.ones(total, k, width, dtype=x.dtype, device=device)
@@ -169,10 +254,7 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
             if c.sample_weights is not None:
                 weights[:, j] = c.sample_weights.to(device=device, dtype=x.dtype)[index[:, j]]
 
-    layout.load_into(model, global_params)
-    names = [n for n, _ in model.named_parameters()]
-    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
-    params = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())).clone() for n, p in anchor.items()}
+    names, anchor, params = _stacked(model, layout, global_params, k)
     buffers = dict(model.named_buffers())
     bufs: dict[str, torch.Tensor] = {}
 
@@ -195,9 +277,7 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
     loss_sums = torch.zeros(k, device=device)  # the default dtype, as local_train sums its losses
     for t in range(total):
         a = active[t]
-        # one client alone is computed twice over: a vmap of one may take other kernels (a plain
-        # rather than a grouped convolution), and a client's bytes must not depend on its company
-        twice = (lambda v: v) if a > 1 else (lambda v: v.repeat(2, *([1] * (v.dim() - 1))))  # real copies
+        twice = _twice(a)
         rows = twice(index[t, :a])
         extra = [twice(mask[t, :a])] + ([] if weights is None else [twice(weights[t, :a])])
         view = {n: params[n][:a] for n in names}
@@ -216,14 +296,98 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
                         bufs[n][:a].mul_(momentum).add_(g)
                     g = bufs[n][:a]
                 p.add_(g, alpha=-lr)
-    elapsed = (time.perf_counter() - start) / k
-    state = model.state_dict()
-    flat = torch.cat([params[s.name].reshape(k, -1).float() if s.name in params
-                      else state[s.name].detach().reshape(1, -1).float().expand(k, -1) for s in layout.slots], dim=1)
-    deltas = flat - global_params.unsqueeze(0)
-    by_client = {}
-    for j, c in enumerate(ranked):
-        by_client[id(c)] = ClientUpdate(
-            client_id=c.client_id, delta=deltas[j].clone(), num_samples=int(c.indices.numel()),
-            metrics={"train_loss": float(loss_sums[j]) / steps[j], "steps": float(steps[j])}, wall_time_s=elapsed)
-    return [by_client[id(c)] for c in clients]
+    metrics = [{"train_loss": float(loss_sums[j]) / steps[j], "steps": float(steps[j])} for j in range(k)]
+    return _updates(model, layout, global_params, params, ranked, clients, metrics, start)
+
+
+@dataclass(frozen=True)
+class _DPSchedule:
+    batches: list[torch.Tensor]  # each step's rows of ``x`` (a Poisson batch: any length, maybe 0)
+    sample_rate: float
+    expected_batch_size: int
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _dp_schedule(client: CohortClient, *, epochs: int, batch_size: int | None) -> _DPSchedule:
+    """The client's Poisson minibatches, drawn by the loader :func:`fedops.privacy.local_dp.dp_sgd_train`
+    hands Opacus (its ``DPDataLoader`` over the client's row positions, from ``client.generator``:
+    the same draws in the same order), with Opacus' sample rate and expected batch size."""
+    import warnings
+
+    from opacus.data_loader import DPDataLoader
+    from torch.utils.data import DataLoader, TensorDataset
+
+    n = client.indices.numel()
+    if n == 0:
+        raise ValueError(f"client {client.client_id} has no training samples")
+    loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=n if batch_size is None else batch_size,
+                        generator=client.generator)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+        private = DPDataLoader.from_data_loader(loader)
+    sample_rate = 1 / len(loader)
+    batches = []
+    for _ in range(epochs):
+        for (positions,) in private:
+            batches.append(client.indices[positions.reshape(-1).to(device=client.indices.device, dtype=torch.long)])
+    return _DPSchedule(batches=batches, sample_rate=sample_rate, expected_batch_size=int(n * sample_rate))
+
+
+def _train_chunk_dp(model, *, layout, global_params, x, y, clients, epochs, batch_size, lr, dp: DPSGD,
+                    width) -> list[ClientUpdate]:
+    """One chunk of DP-SGD clients, longest first as in :func:`_train_chunk`. Each step, every
+    training client's Poisson batch is cut into passes of ``width`` rows (padded and masked: as
+    many passes as the longest batch needs; a client with fewer adds exact zeros), so a client's
+    arithmetic does not depend on its company."""
+    from torch.func import functional_call, grad, vmap
+
+    start = time.perf_counter()
+    k = len(clients)
+    ranked, schedules = _ranked([_dp_schedule(c, epochs=epochs, batch_size=batch_size) for c in clients], clients)
+    steps = [len(s) for s in schedules]
+    active = _active(steps)
+    device = x.device
+    names, _, params = _stacked(model, layout, global_params, k)
+    buffers = dict(model.named_buffers())
+    std = dp.noise_multiplier * dp.max_grad_norm
+
+    def sample_loss(p, xi, yi):  # one row's cross-entropy (Opacus' mean loss, per sample)
+        logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        return -logits.log_softmax(dim=-1)[0].gather(0, yi.unsqueeze(0)).squeeze(0)
+
+    per_sample = vmap(vmap(grad(sample_loss), in_dims=(None, 0, 0)))  # [clients, rows, *shape]
+    divisor = torch.tensor([float(s.expected_batch_size) for s in schedules], dtype=x.dtype, device=device)
+    for t in range(len(active)):
+        a = active[t]
+        twice = _twice(a)
+        batches = [schedules[j].batches[t] for j in range(a)]
+        view = {n: params[n][:a] for n in names}
+        summed = {n: torch.zeros_like(v) for n, v in view.items()}
+        for lo in range(0, max(1, max(b.numel() for b in batches)), width):
+            rows = torch.zeros(a, width, dtype=torch.long, device=device)
+            mask = torch.zeros(a, width, dtype=x.dtype, device=device)
+            for j, b in enumerate(batches):
+                part = b[lo:lo + width]
+                rows[j, :part.numel()] = part
+                mask[j, :part.numel()] = 1
+            grads = per_sample({n: twice(v) for n, v in view.items()}, x[twice(rows)], y[twice(rows)])
+            grads = {n: g[:a] for n, g in grads.items()}
+            with torch.no_grad():  # Opacus' clipping: the norm of the per-parameter norms
+                norms = torch.stack([grads[n].reshape(a, width, -1).norm(2, dim=-1) for n in names], dim=-1).norm(2, dim=-1)
+                factor = (dp.max_grad_norm / (norms + 1e-6)).clamp(max=1.0) * mask
+                for n in names:
+                    summed[n] += torch.einsum("kw,kw...->k...", factor, grads[n])
+        with torch.no_grad():
+            if std > 0:  # Opacus' noise: each parameter in turn, from the client's own stream
+                for j, c in enumerate(ranked[:a]):
+                    for n in names:
+                        noise = torch.normal(mean=0, std=std, size=tuple(view[n].shape[1:]), generator=c.noise_generator,
+                                             dtype=view[n].dtype)
+                        summed[n][j] += noise.to(device)
+            for n in names:
+                scale = divisor[:a].reshape(a, *([1] * (view[n].dim() - 1)))
+                view[n].add_(summed[n] / scale, alpha=-lr)
+    metrics = [{"steps": float(steps[j]), "sample_rate": float(schedules[j].sample_rate)} for j in range(k)]
+    return _updates(model, layout, global_params, params, ranked, clients, metrics, start)

@@ -197,8 +197,6 @@ class ClientRuntime:
         """None when this run's clients can be trained as a cohort, else why not (for the whole run)."""
         from fedops.client.cohort import cohort_supported
 
-        if self.config.privacy.mode == "local":
-            return "privacy.mode = 'local' trains each client with Opacus DP-SGD"
         if self.evaluates_before:
             return "clients evaluate the global model before training (q-FFL, FairFed, FairBatch)"
         why = cohort_supported(self.new_model(seed=0))
@@ -232,7 +230,7 @@ class ClientRuntime:
             with torch_threads(ex.threads_per_worker()):
                 model = self.new_model(seed=0).to(device)
                 cached = chunk_for_memory(model, x=data.x[rows], y=data.y[rows],
-                                          budget_bytes=int(ex.cohort_memory_mb * 2**20))
+                                          budget_bytes=int(ex.cohort_memory_mb * 2**20), per_sample=self._dp is not None)
             with self._lock:
                 self._chunks[device] = cached
         return cached
@@ -245,7 +243,7 @@ class ClientRuntime:
         stopped it (a dropout). Clients the cohort path cannot train (:meth:`cohort_exclusion`,
         or every client when :attr:`cohort_refusal` says so) train one at a time, as :meth:`train`
         does. Each update's ``metrics["cohort"]`` says which path trained it."""
-        from fedops.client.cohort import CohortClient, cohort_train
+        from fedops.client.cohort import cohort_train
 
         out: dict[int, ClientUpdate | Exception] = {}
         by_device: dict[torch.device, list[int]] = {}
@@ -266,27 +264,64 @@ class ClientRuntime:
                 out[cid] = exc
                 continue
             by_device.setdefault(self.device_for(cid), []).append(cid)
-        seed, spec = self.config.seed, self.config.client
         with torch_threads(self.config.execution.threads_per_worker()):
             for device, cids in by_device.items():
                 data = self._data(device)
-                clients = [CohortClient(
-                    client_id=cid, indices=data.indices[cid],
-                    generator=torch_generator(seed, STREAM_CLIENT, round_idx, cid, device=device),
-                    sample_weights=self._reweighing(data, cid, data.x, data.y, data.indices[cid])) for cid in cids]
                 try:
+                    clients = [self._cohort_client(data, round_idx, cid, device) for cid in cids]
                     updates = cohort_train(
                         self.thread_model(device), layout=self.layout, global_params=global_params.to(device),
-                        x=data.x, y=data.y, clients=clients, epochs=spec.epochs, batch_size=spec.batch_size,
-                        lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, prox_mu=spec.prox_mu,
-                        chunk_size=chunk_size or self.cohort_chunk(device),
-                        width=spec.batch_size or max(self.sizes()))
+                        x=data.x, y=data.y, clients=clients, chunk_size=chunk_size or self.cohort_chunk(device),
+                        **self._cohort_hp)
                 except Exception as exc:  # the whole group failed (e.g. out of memory): each client reports it
                     out.update({cid: exc for cid in cids})
                     continue
                 for update in updates:
                     out[update.client_id] = replace(update, metrics={**update.metrics, "cohort": 1.0})
         return {cid: out[cid] for cid in client_ids}
+
+    @property
+    def _dp(self):
+        """The cohort path's DP-SGD (``privacy.mode: local``), or None."""
+        from fedops.client.cohort import DPSGD
+
+        p = self.config.privacy
+        return (DPSGD(noise_multiplier=p.local_noise_multiplier, max_grad_norm=p.local_max_grad_norm)
+                if p.mode == "local" else None)
+
+    @property
+    def _cohort_hp(self) -> dict[str, Any]:
+        """The cohort path's hyperparameters: the client's SGD, or DP-SGD's plain SGD (as
+        :meth:`_train_dp_sgd`: no momentum, weight decay or proximal term)."""
+        spec = self.config.client
+        hp = dict(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, width=spec.batch_size or max(self.sizes()))
+        if self._dp is not None:
+            return {**hp, "dp": self._dp}
+        return {**hp, "momentum": spec.momentum, "weight_decay": spec.weight_decay, "prox_mu": spec.prox_mu}
+
+    def _cohort_client(self, data, round_idx: int, cid: int, device, *, seed: int | None = None):
+        """A cohort client with the streams its sequential training draws from (``seed``: the
+        probe's own, instead of the run's)."""
+        from fedops.client.cohort import CohortClient
+
+        indices = data.indices[cid]
+        if self._dp is None:
+            gen = (torch.Generator(device=device).manual_seed(seed) if seed is not None
+                   else torch_generator(self.config.seed, STREAM_CLIENT, round_idx, cid, device=device))
+            return CohortClient(client_id=cid, indices=indices, generator=gen,
+                                sample_weights=self._reweighing(data, cid, data.x, data.y, indices))
+        base = self._dp_seed(round_idx, cid) if seed is None else seed  # as dp_sgd_train seeds its two streams
+        return CohortClient(client_id=cid, indices=indices, generator=torch.Generator().manual_seed(base),
+                            noise_generator=torch.Generator().manual_seed(base + 1))
+
+    def _dp_seed(self, round_idx: int, client_id: int) -> int:
+        """The seed of a client's DP-SGD streams: from the OS CSPRNG, or (research mode) from
+        (seed, round, client)."""
+        from fedops.privacy.randomness import PrivacyRandomness
+
+        p = self.config.privacy
+        source = PrivacyRandomness(seeded=p.randomness == "seeded", seed=self.config.seed)
+        return source.torch_seed(STREAM_CLIENT, round_idx, client_id)
 
     def probe_cohort(self, *, global_params: torch.Tensor, client_ids: list[int], clients: int = 16) -> dict[str, float]:
         """Seconds to train ``clients`` of ``client_ids`` per worker (their own rows, epochs and
@@ -298,7 +333,7 @@ class ClientRuntime:
         of workers."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from fedops.client.cohort import CohortClient, cohort_train
+        from fedops.client.cohort import cohort_train
 
         spec, ex = self.config.client, self.config.execution
         workers = max(1, ex.max_workers)
@@ -310,28 +345,29 @@ class ClientRuntime:
         device = self.device_for(shares[0][0])
         threads = ex.threads_per_worker()
         key = (self.config.model.model_dump_json(), tuple(self.input_shape), self.num_classes, str(device),
-               spec.batch_size, spec.epochs, threads, len(shares), self.cohort_chunk(device))
+               spec.batch_size, spec.epochs, threads, len(shares), self.cohort_chunk(device), self._dp)
         if key in _PROBES:
             return _PROBES[key]
         data = self._data(device)
         params = global_params.to(device)
-        hp = dict(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
-                  weight_decay=spec.weight_decay, prox_mu=spec.prox_mu)
-
-        def gen(c):
-            return torch.Generator(device=device).manual_seed(c)
 
         def one_at_a_time(some):
             with torch_threads(threads):
                 for c in some:
+                    if self._dp is not None:
+                        self._dp_train(device, data, c, params, seed=c)
+                        continue
                     local_train(self.thread_model(device), client_id=c, layout=self.layout, global_params=params,
-                                x=data.x, y=data.y, indices=data.indices[c], generator=gen(c), **hp)
+                                x=data.x, y=data.y, indices=data.indices[c],
+                                generator=torch.Generator(device=device).manual_seed(c), epochs=spec.epochs,
+                                batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
+                                weight_decay=spec.weight_decay, prox_mu=spec.prox_mu)
 
         def cohort(some):
             with torch_threads(threads):
                 cohort_train(self.thread_model(device), layout=self.layout, global_params=params, x=data.x, y=data.y,
-                             clients=[CohortClient(client_id=c, indices=data.indices[c], generator=gen(c)) for c in some],
-                             chunk_size=self.cohort_chunk(device), width=spec.batch_size or max(self.sizes()), **hp)
+                             clients=[self._cohort_client(data, 0, c, device, seed=c) for c in some],
+                             chunk_size=self.cohort_chunk(device), **self._cohort_hp)
 
         times: dict[str, list[float]] = {"sequential_s": [], "cohort_s": []}
         with ThreadPoolExecutor(max_workers=len(shares)) as pool:
@@ -518,26 +554,30 @@ class ClientRuntime:
         generators are seeded from the OS CSPRNG (``privacy.randomness: os``) or, in the research
         mode, from (seed, round, client). The client's steps and sample rate travel back with the
         update; its ledger, composed over every round it trains in, is part of the run's state."""
-        from fedops.privacy.local_dp import dp_sgd_train
-        from fedops.privacy.randomness import PrivacyRandomness
-
-        p, spec = self.config.privacy, self.config.client
         start = time.perf_counter()
         idx = data.indices[client_id]
-        model = self.thread_model(device)
-        self.layout.load_into(model, global_params.to(device))
-        source = PrivacyRandomness(seeded=p.randomness == "seeded", seed=self.config.seed)
-        _, info = dp_sgd_train(
-            model, x=data.x[idx], y=data.y[idx], epochs=spec.epochs, batch_size=spec.batch_size or idx.numel(),
-            lr=spec.lr, noise_multiplier=p.local_noise_multiplier, max_grad_norm=p.local_max_grad_norm,
-            delta=p.delta, generator_seed=source.torch_seed(STREAM_CLIENT, round_idx, client_id),
-            accountant=p.accountant, flatten=self.layout.flatten,
-        )
+        info = self._dp_train(device, data, client_id, global_params, seed=self._dp_seed(round_idx, client_id))
         return ClientUpdate(
             client_id=client_id, delta=info["delta_vector"].to(torch.float32), num_samples=int(idx.numel()),
             metrics={"steps": float(info["steps"]), "sample_rate": float(info["sample_rate"])},
             wall_time_s=time.perf_counter() - start,
         )
+
+
+    def _dp_train(self, device, data, client_id: int, global_params: torch.Tensor, *, seed: int) -> dict[str, Any]:
+        """:func:`fedops.privacy.local_dp.dp_sgd_train` of one client from ``global_params``."""
+        from fedops.privacy.local_dp import dp_sgd_train
+
+        p, spec = self.config.privacy, self.config.client
+        idx = data.indices[client_id]
+        model = self.thread_model(device)
+        self.layout.load_into(model, global_params.to(device))
+        _, info = dp_sgd_train(
+            model, x=data.x[idx], y=data.y[idx], epochs=spec.epochs, batch_size=spec.batch_size or idx.numel(),
+            lr=spec.lr, noise_multiplier=p.local_noise_multiplier, max_grad_norm=p.local_max_grad_norm,
+            delta=p.delta, generator_seed=seed, accountant=p.accountant, flatten=self.layout.flatten,
+        )
+        return info
 
 
 _PROBES: dict[tuple, dict[str, float]] = {}

@@ -116,7 +116,7 @@ def _saved_bytes_by_graph(loss: torch.Tensor) -> int:
 
 @pytest.mark.parametrize("rows", [1, 5, 32])
 def test_a_clients_bytes_are_what_autograd_saves_plus_parameter_copies(rows):
-    from fedops.client.cohort import PARAM_COPIES, client_bytes
+    from fedops.client.cohort import PARAM_COPIES, PER_SAMPLE_COPIES, client_bytes
 
     model, *_ = _setup(torch.float32)
     x, y = torch.randn(rows, 6), torch.randint(0, 3, (rows,))
@@ -124,6 +124,8 @@ def test_a_clients_bytes_are_what_autograd_saves_plus_parameter_copies(rows):
     params = sum(p.numel() * 4 for p in model.parameters())  # 6*8 + 8 + 8*3 + 3 = 83 floats
     assert params == 332
     assert client_bytes(model, x=x, y=y) == _saved_bytes_by_graph(loss) + PARAM_COPIES * params
+    # DP-SGD holds a gradient per row besides: 332 bytes for each of the rows
+    assert client_bytes(model, x=x, y=y, per_sample=True) == client_bytes(model, x=x, y=y) + PER_SAMPLE_COPIES * rows * 332
     assert all(p.grad is None for p in model.parameters())  # nothing stepped, no gradient left
 
 
@@ -149,3 +151,76 @@ def test_the_chunk_is_as_many_clients_as_the_budget_holds():
     assert chunk_for_memory(model, x=x, y=y, budget_bytes=10**12, most=50) == 50
     with pytest.raises(ValueError, match="budget_bytes must be >= 1, got 0"):
         chunk_for_memory(model, x=x, y=y, budget_bytes=0)
+
+
+# --- DP-SGD: the cohort equals Opacus client by client --------------------------------------
+
+
+def _dp_sequential(model, layout, x, y, indices, *, noise, clip, **hp):
+    from fedops.privacy.local_dp import dp_sgd_train
+
+    return [dp_sgd_train(model, x=x[ix], y=y[ix], noise_multiplier=noise, max_grad_norm=clip, delta=1e-5,
+                         generator_seed=514 + 2 * c, flatten=layout.flatten, **hp)[1] for c, ix in enumerate(indices)]
+
+
+def _dp_cohort(model, layout, params, x, y, indices, *, noise, clip, chunk_size, width=None, **hp):
+    from fedops.client.cohort import DPSGD
+
+    clients = [CohortClient(client_id=c, indices=ix, generator=torch.Generator().manual_seed(514 + 2 * c),
+                            noise_generator=torch.Generator().manual_seed(515 + 2 * c)) for c, ix in enumerate(indices)]
+    return cohort_train(model, layout=layout, global_params=params, x=x, y=y, clients=clients, chunk_size=chunk_size,
+                        width=width, dp=DPSGD(noise_multiplier=noise, max_grad_norm=clip), **hp)
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.3], ids=["clip-only", "noised"])
+@pytest.mark.parametrize("width", [None, 2], ids=["batch-wide", "passes-of-2"])
+@pytest.mark.parametrize("chunk_size", [1, 2, 5])
+def test_dp_sgd_cohort_equals_opacus_per_client_in_float64(noise, width, chunk_size):
+    """Poisson batches (empty ones and ones longer than the width included), per-sample clipping at
+    0.5 (most rows clipped), Opacus' noise draws and its division by the expected batch size."""
+    model, layout, params, x, y, indices = _setup(torch.float64)
+    hp = dict(epochs=2, batch_size=4, lr=0.3)
+    want = _dp_sequential(model, layout, x, y, indices, noise=noise, clip=0.5, **hp)
+    got = _dp_cohort(model, layout, params, x, y, indices, noise=noise, clip=0.5, chunk_size=chunk_size,
+                     width=width, **hp)
+    for c, (a, b) in enumerate(zip(want, got)):
+        assert b.client_id == c and b.num_samples == SIZES[c]
+        assert b.metrics == {"steps": float(a["steps"]), "sample_rate": a["sample_rate"]}
+        assert float(a["delta_vector"].norm()) > 0
+        assert torch.allclose(b.delta.double(), a["delta_vector"].double(), atol=1e-5, rtol=0), c
+
+
+def test_dp_sgd_cohort_schedule_has_empty_and_long_poisson_batches():
+    """The case above is not vacuous: with these seeds some Poisson batches are empty and some
+    are longer than 2 rows (taken in several passes)."""
+    from fedops.client.cohort import _dp_schedule
+
+    _, _, _, _, _, indices = _setup(torch.float64)
+    lengths = [b.numel() for c, ix in enumerate(indices)
+               for b in _dp_schedule(CohortClient(client_id=c, indices=ix, generator=torch.Generator().manual_seed(514 + 2 * c)),
+                                     epochs=2, batch_size=4).batches]
+    assert 0 in lengths and max(lengths) > 4, sorted(lengths)
+
+
+def test_dp_sgd_float32_bytes_do_not_depend_on_the_chunk_size():
+    model, layout, params, x, y, indices = _setup(torch.float32)
+    digests = set()
+    for chunk in (1, 2, 3, 5):
+        ups = _dp_cohort(model, layout, params, x, y, indices, noise=1.0, clip=0.5, chunk_size=chunk,
+                         epochs=2, batch_size=4, lr=0.3)
+        digests.add(hashlib.sha256(b"".join(u.delta.numpy().tobytes() for u in ups)).hexdigest())
+    assert len(digests) == 1
+
+
+def test_dp_sgd_cohort_refuses_what_opacus_training_does_not_do():
+    from fedops.client.cohort import DPSGD
+
+    model, layout, params, x, y, indices = _setup(torch.float32)
+    dp = DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+    with pytest.raises(ValueError, match="plain SGD.*'momentum': 0.9"):
+        _dp_cohort(model, layout, params, x, y, indices, noise=1.0, clip=1.0, chunk_size=2, epochs=1, batch_size=4,
+                   lr=0.1, momentum=0.9)
+    lone = [CohortClient(client_id=0, indices=indices[0], generator=torch.Generator().manual_seed(0))]
+    with pytest.raises(ValueError, match="noise_generator"):
+        cohort_train(model, layout=layout, global_params=params, x=x, y=y, clients=lone, epochs=1, batch_size=4,
+                     lr=0.1, dp=dp)

@@ -44,11 +44,18 @@ def _world(cfg, dtype=torch.float32):
                                                   torch.randint(0, 4, (40,), generator=g), num_classes=4))
 
 
+DP = {"execution.executor": "cohort", "privacy.mode": "local", "privacy.local_noise_multiplier": 1.1,
+      "privacy.local_max_grad_norm": 0.5, "privacy.randomness": "seeded"}
+"""Sample-level DP-SGD in every client, research-mode randomness so that both paths draw the same
+Poisson batches and noise."""
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("hp", [{}, {"client.prox_mu": 0.5}, {"client.momentum": 0.9, "client.weight_decay": 1e-3}],
-                         ids=["fedavg", "fedprox", "momentum-wd"])
+@pytest.mark.parametrize("hp", [{}, {"client.prox_mu": 0.5}, {"client.momentum": 0.9, "client.weight_decay": 1e-3}, DP],
+                         ids=["fedavg", "fedprox", "momentum-wd", "local-dp-sgd"])
 @pytest.mark.parametrize("chunk", [1, 3, 64])
 def test_each_clients_update_equals_the_per_client_path(dtype, hp, chunk):
+    """Under local DP the per-client path is Opacus; its steps and sample rate come back too."""
     before = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # the model's parameters in this dtype
     try:
@@ -59,13 +66,25 @@ def test_each_clients_update_equals_the_per_client_path(dtype, hp, chunk):
         for cid in clients:
             want = runtime.train(round_idx=2, client_id=cid, global_params=params)
             update = got[cid]
-            assert update.metrics["cohort"] == 1.0
-            assert update.num_samples == SIZES[cid] and update.metrics["steps"] == want.metrics["steps"]
+            assert update.metrics["cohort"] == 1.0 and update.num_samples == SIZES[cid]
+            assert set(update.metrics) == set(want.metrics) | {"cohort"}
             err = float((update.delta - want.delta).abs().max())
-            assert err <= 1e-5, (cid, err)
-            assert update.metrics["train_loss"] == pytest.approx(want.metrics["train_loss"], abs=1e-5)
+            assert err <= 1e-5 and float(want.delta.abs().max()) > 1e-3, (cid, err)
+            for key, value in want.metrics.items():  # steps and train_loss, or steps and sample_rate
+                assert update.metrics[key] == pytest.approx(value, abs=1e-5), key
     finally:
         torch.set_default_dtype(before)
+
+
+def test_a_local_dp_run_does_not_depend_on_chunk_size_and_matches_the_per_client_run():
+    cfg = _cfg(**DP)
+    digests = {chunk: _digest(cfg, CohortExecutor(chunk_size=chunk, workers=2)) for chunk in (1, 3, None)}
+    assert len(set(digests.values())) == 1, digests
+    a, b = FederatedRun(cfg, _world(cfg)), FederatedRun(cfg, _world(cfg))
+    run_training(a, local_executor(cfg.execution))
+    run_training(b, SequentialExecutor())
+    assert float((a.params - b.params).abs().max()) < 1e-4
+    assert a.history[-1]["privacy/local_epsilon_max"] == b.history[-1]["privacy/local_epsilon_max"] > 0
 
 
 def _digest(cfg, executor, rounds=3):
@@ -119,8 +138,8 @@ def test_dropouts_fail_alone_and_poisoned_clients_train_on_their_own():
 
 
 def test_refused_combinations_name_the_value():
-    with pytest.raises(ConfigError, match="execution.executor = 'cohort': privacy.mode = 'local'"):
-        _cfg(**{"execution.executor": "cohort", "privacy.mode": "local", "privacy.local_noise_multiplier": 1.0})
+    with pytest.raises(ConfigError, match="execution.executor = 'cohort': server.aggregator = 'qffl'"):
+        _cfg(**{"execution.executor": "cohort", "server.aggregator": {"name": "qffl", "q": 1.0}})
     with pytest.raises(ConfigError, match="clients_per_task = 4 needs Prefect tasks"):
         _cfg(**{"execution.executor": "sequential", "execution.clients_per_task": 4})
     with pytest.raises(ConfigError, match="execution.executor"):
@@ -191,6 +210,9 @@ def test_the_probe_times_both_paths_on_real_clients_once_per_model_and_layout():
                           **{"execution.executor": "auto"})).runtime
     probe = refused.probe_cohort(global_params=refused.layout.flatten(refused.new_model(seed=1)), client_ids=[0, 1])
     assert probe["cohort_s"] == float("inf")  # never chosen, nothing timed
+    dp = _world(_cfg(**{**DP, "execution.executor": "auto"})).runtime  # Opacus one at a time against the DP cohort
+    timed = dp.probe_cohort(global_params=params, client_ids=list(range(len(SIZES))), clients=3)
+    assert 0 < timed["cohort_s"] < float("inf") and timed["sequential_s"] > 0 and timed is not first
 
 
 def test_the_runtimes_chunk_is_the_configured_one_or_what_the_memory_budget_holds():
