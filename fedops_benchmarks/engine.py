@@ -31,11 +31,11 @@ MODELS = {"mlp": {"name": "mlp", "hidden": [200, 200]}, "small_cnn": {"name": "s
 SIDES = ("bare", "bare_procs", "sequential", "cohort", "auto", "cohort_noqc", "auto_noqc", "pipeline")
 DP_SIDES = ("dp_sequential", "dp_cohort", "dp_auto")
 NO_QC = {"quality.anomaly_scores": False}
+"""Without the server's per-client anomaly scores (norm and cosine z-scores, Krum distances), which
+the bare loop and Flower do not compute: the engine's own overhead."""
 LOCAL_DP = {"privacy.mode": "local"}
 """Sample-level DP-SGD in every client with the config's defaults (noise multiplier 1.0, clip 1.0,
 randomness from the OS)."""
-"""Without the server's per-client anomaly scores (norm and cosine z-scores, Krum distances), which
-the bare loop and Flower do not compute: the engine's own overhead."""
 
 
 def config(model: str, *, rounds: int, overrides: dict[str, Any] | None = None):

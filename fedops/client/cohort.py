@@ -60,6 +60,9 @@ class DPSGD:
 
 def cohort_supported(model: nn.Module) -> str | None:
     """None when the model can be trained as a cohort, else why not."""
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if frozen:  # the per-client paths leave them alone (no gradient; Opacus neither clips nor noises them)
+        return f"parameter {frozen[0]} does not require a gradient (frozen)"
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return f"{name or 'the model'} is a batch norm layer (it updates running statistics in training)"
@@ -153,7 +156,17 @@ autograd's temporaries (an upper count, not a measurement)."""
 
 PER_SAMPLE_COPIES = 1
 """Parameter-sized tensors per row a DP-SGD cohort client holds: its per-sample gradients (their
-clipped sum is parameter-sized, among :data:`PARAM_COPIES`)."""
+clipped sum is parameter-sized, among :data:`PARAM_COPIES`). A lone client is computed twice
+over (see :func:`_twice`), so a chunk of one takes up to twice its estimate."""
+
+
+def dp_width(batch_size: int) -> int:
+    """The padded width of a DP-SGD pass for an expected Poisson batch of ``batch_size`` rows:
+    four standard deviations above it (a longer batch takes a second pass), so that most steps
+    are one pass."""
+    import math
+
+    return batch_size + math.ceil(4 * math.sqrt(batch_size))
 
 
 def client_bytes(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor, per_sample: bool = False) -> int:
@@ -327,8 +340,8 @@ def _dp_schedule(client: CohortClient, *, epochs: int, batch_size: int | None) -
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
         private = DPDataLoader.from_data_loader(loader)
-    sample_rate = 1 / len(loader)
-    batches = []
+    sample_rate = 1 / len(private)  # as make_private computes them: from the private loader's length,
+    batches = []  # int(1 / (1 / L)), which is L - 1 for some L (93, 99, ...), not from L itself
     for _ in range(epochs):
         for (positions,) in private:
             batches.append(client.indices[positions.reshape(-1).to(device=client.indices.device, dtype=torch.long)])
@@ -358,7 +371,8 @@ def _train_chunk_dp(model, *, layout, global_params, x, y, clients, epochs, batc
         return -logits.log_softmax(dim=-1)[0].gather(0, yi.unsqueeze(0)).squeeze(0)
 
     per_sample = vmap(vmap(grad(sample_loss), in_dims=(None, 0, 0)))  # [clients, rows, *shape]
-    divisor = torch.tensor([float(s.expected_batch_size) for s in schedules], dtype=x.dtype, device=device)
+    dtype = next(iter(params.values())).dtype  # Opacus casts the clip factor to the parameters' dtype
+    divisor = torch.tensor([float(s.expected_batch_size) for s in schedules], dtype=dtype, device=device)
     for t in range(len(active)):
         a = active[t]
         twice = _twice(a)
@@ -367,7 +381,7 @@ def _train_chunk_dp(model, *, layout, global_params, x, y, clients, epochs, batc
         summed = {n: torch.zeros_like(v) for n, v in view.items()}
         for lo in range(0, max(1, max(b.numel() for b in batches)), width):
             rows = torch.zeros(a, width, dtype=torch.long, device=device)
-            mask = torch.zeros(a, width, dtype=x.dtype, device=device)
+            mask = torch.zeros(a, width, dtype=dtype, device=device)
             for j, b in enumerate(batches):
                 part = b[lo:lo + width]
                 rows[j, :part.numel()] = part

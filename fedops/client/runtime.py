@@ -223,8 +223,7 @@ class ClientRuntime:
         if cached is None:
             from fedops.client.cohort import chunk_for_memory
 
-            spec = self.config.client
-            width = spec.batch_size or max(self.sizes())
+            width = self._cohort_width
             data = self._data(device)
             rows = torch.arange(min(width, data.x.shape[0]), device=device)
             with torch_threads(ex.threads_per_worker()):
@@ -246,7 +245,7 @@ class ClientRuntime:
         from fedops.client.cohort import cohort_train
 
         out: dict[int, ClientUpdate | Exception] = {}
-        by_device: dict[torch.device, list[int]] = {}
+        by_device: dict[torch.device, list[Any]] = {}
         states = states or {}
         for cid in client_ids:
             try:
@@ -260,15 +259,19 @@ class ClientRuntime:
                     out[cid] = replace(update, metrics={**update.metrics, "cohort": 0.0})
                     continue
                 self.check_dropout(round_idx=round_idx, client_id=cid)
+                device = self.device_for(cid)
+                client = self._cohort_client(self._data(device), round_idx, cid, device)
+                if client.indices.numel() == 0:
+                    raise ValueError(f"client {cid} has no training samples")
             except Exception as exc:  # this client's failure, not the cohort's
                 out[cid] = exc
                 continue
-            by_device.setdefault(self.device_for(cid), []).append(cid)
+            by_device.setdefault(device, []).append(client)
         with torch_threads(self.config.execution.threads_per_worker()):
-            for device, cids in by_device.items():
+            for device, clients in by_device.items():
                 data = self._data(device)
+                cids = [c.client_id for c in clients]
                 try:
-                    clients = [self._cohort_client(data, round_idx, cid, device) for cid in cids]
                     updates = cohort_train(
                         self.thread_model(device), layout=self.layout, global_params=global_params.to(device),
                         x=data.x, y=data.y, clients=clients, chunk_size=chunk_size or self.cohort_chunk(device),
@@ -294,10 +297,21 @@ class ClientRuntime:
         """The cohort path's hyperparameters: the client's SGD, or DP-SGD's plain SGD (as
         :meth:`_train_dp_sgd`: no momentum, weight decay or proximal term)."""
         spec = self.config.client
-        hp = dict(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, width=spec.batch_size or max(self.sizes()))
+        hp = dict(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, width=self._cohort_width)
         if self._dp is not None:
             return {**hp, "dp": self._dp}
         return {**hp, "momentum": spec.momentum, "weight_decay": spec.weight_decay, "prox_mu": spec.prox_mu}
+
+    @property
+    def _cohort_width(self) -> int:
+        """Rows a cohort minibatch is padded to: the batch size (DP-SGD: :func:`~fedops.client.cohort.dp_width`
+        of it, for its Poisson batches), or for full-batch training the largest client's rows."""
+        from fedops.client.cohort import dp_width
+
+        bs = self.config.client.batch_size
+        if bs is None:
+            return max(self.sizes())
+        return dp_width(bs) if self._dp is not None else bs
 
     def _cohort_client(self, data, round_idx: int, cid: int, device, *, seed: int | None = None):
         """A cohort client with the streams its sequential training draws from (``seed``: the

@@ -89,6 +89,9 @@ def test_models_with_random_or_stateful_layers_are_refused_with_the_reason():
     assert cohort_supported(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.0))) is None
     assert "dropout layer with p = 0.5" in cohort_supported(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)))
     assert "batch norm" in cohort_supported(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+    frozen = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    frozen[0].weight.requires_grad_(False)  # the per-client paths leave it alone: the cohort would step it
+    assert cohort_supported(frozen) == "parameter 0.weight does not require a gradient (frozen)"
     model, layout, params, x, y, indices = _setup(torch.float32)
     with pytest.raises(ValueError, match="dropout"):
         bad = nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.5))
@@ -156,10 +159,11 @@ def test_the_chunk_is_as_many_clients_as_the_budget_holds():
 # --- DP-SGD: the cohort equals Opacus client by client --------------------------------------
 
 
-def _dp_sequential(model, layout, x, y, indices, *, noise, clip, **hp):
+def _dp_sequential(model, layout, x, y, indices, *, noise, clip, batch_size, **hp):
     from fedops.privacy.local_dp import dp_sgd_train
 
     return [dp_sgd_train(model, x=x[ix], y=y[ix], noise_multiplier=noise, max_grad_norm=clip, delta=1e-5,
+                         batch_size=batch_size or ix.numel(),  # None: full batch, as the runtime passes it
                          generator_seed=514 + 2 * c, flatten=layout.flatten, **hp)[1] for c, ix in enumerate(indices)]
 
 
@@ -173,13 +177,14 @@ def _dp_cohort(model, layout, params, x, y, indices, *, noise, clip, chunk_size,
 
 
 @pytest.mark.parametrize("noise", [0.0, 1.3], ids=["clip-only", "noised"])
-@pytest.mark.parametrize("width", [None, 2], ids=["batch-wide", "passes-of-2"])
+@pytest.mark.parametrize("width, batch_size", [(None, 4), (2, 4), (None, None)],
+                         ids=["batch-wide", "passes-of-2", "full-batch"])
 @pytest.mark.parametrize("chunk_size", [1, 2, 5])
-def test_dp_sgd_cohort_equals_opacus_per_client_in_float64(noise, width, chunk_size):
+def test_dp_sgd_cohort_equals_opacus_per_client_in_float64(noise, width, batch_size, chunk_size):
     """Poisson batches (empty ones and ones longer than the width included), per-sample clipping at
     0.5 (most rows clipped), Opacus' noise draws and its division by the expected batch size."""
     model, layout, params, x, y, indices = _setup(torch.float64)
-    hp = dict(epochs=2, batch_size=4, lr=0.3)
+    hp = dict(epochs=2, batch_size=batch_size, lr=0.3)
     want = _dp_sequential(model, layout, x, y, indices, noise=noise, clip=0.5, **hp)
     got = _dp_cohort(model, layout, params, x, y, indices, noise=noise, clip=0.5, chunk_size=chunk_size,
                      width=width, **hp)
@@ -188,6 +193,28 @@ def test_dp_sgd_cohort_equals_opacus_per_client_in_float64(noise, width, chunk_s
         assert b.metrics == {"steps": float(a["steps"]), "sample_rate": a["sample_rate"]}
         assert float(a["delta_vector"].norm()) > 0
         assert torch.allclose(b.delta.double(), a["delta_vector"].double(), atol=1e-5, rtol=0), c
+
+
+def test_dp_sgd_sample_rate_and_expected_batch_are_the_private_loaders():
+    """925 rows in batches of 10: 93 batches, but Opacus' private loader has int(1 / (1 / 93)) = 92
+    steps, and make_private takes the rate 1/92 and the expected batch int(925 / 92) = 10 from it."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    layout = ParamLayout.from_module(model)
+    x, y = torch.randn(925, 3, dtype=torch.float64), torch.randint(0, 2, (925,))
+    want = _dp_sequential(model, layout, x, y, [torch.arange(925)], noise=0.5, clip=1.0, batch_size=10,
+                          epochs=1, lr=0.2)[0]
+    got = _dp_cohort(model, layout, layout.flatten(model).clone(), x, y, [torch.arange(925)], noise=0.5, clip=1.0,
+                     chunk_size=1, epochs=1, batch_size=10, lr=0.2)[0]
+    assert want["steps"] == 92 and want["sample_rate"] == 1 / 92
+    assert got.metrics == {"steps": 92.0, "sample_rate": 1 / 92}
+    assert torch.allclose(got.delta.double(), want["delta_vector"].double(), atol=1e-5, rtol=0)
+
+
+def test_dp_width_is_four_deviations_above_the_batch():
+    from fedops.client.cohort import dp_width
+
+    assert [dp_width(b) for b in (1, 4, 32, 100)] == [5, 12, 55, 140]
 
 
 def test_dp_sgd_cohort_schedule_has_empty_and_long_poisson_batches():
