@@ -590,6 +590,7 @@ class ClientRuntime:
             model, x=data.x[idx], y=data.y[idx], epochs=spec.epochs, batch_size=spec.batch_size or idx.numel(),
             lr=spec.lr, noise_multiplier=p.local_noise_multiplier, max_grad_norm=p.local_max_grad_norm,
             delta=p.delta, generator_seed=seed, accountant=p.accountant, flatten=self.layout.flatten,
+            epsilon=False,  # the run's ledger composes the client's steps over rounds
         )
         return info
 

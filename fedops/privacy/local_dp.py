@@ -74,6 +74,7 @@ def dp_sgd_train(
     loss_fn: nn.Module | None = None,
     accountant: str = "rdp",
     flatten: Callable[[nn.Module], torch.Tensor] | None = None,
+    epsilon: bool = True,
 ) -> tuple[nn.Module, dict]:
     """Train a copy of ``model`` with DP-SGD on ``(x, y)``; the input model is not modified.
 
@@ -81,7 +82,8 @@ def dp_sgd_train(
     "noise_multiplier", "max_grad_norm", "sample_rate", "accountant", "fixed_modules"}``;
     ``delta_vector = flatten(trained) - flatten(start)`` where ``start`` is the (possibly fixed)
     copy, ``flatten`` defaulting to ``parameters_to_vector``.  The trained model is a plain
-    ``nn.Module`` (Opacus' hooks removed).
+    ``nn.Module`` (Opacus' hooks removed). ``epsilon=False`` skips the engine's own accounting
+    (``info["epsilon"]`` is None): for a caller whose ledger composes the steps itself.
     """
     z = check_noise_multiplier(noise_multiplier)
     d = check_delta(delta)
@@ -140,9 +142,9 @@ def dp_sgd_train(
                 except AttributeError:
                     pass
     trained.eval()
-    epsilon = float(engine.get_epsilon(d)) if z > 0 else float("inf")
+    spent = None if not epsilon else float(engine.get_epsilon(d)) if z > 0 else float("inf")
     info = {
-        "epsilon": epsilon,
+        "epsilon": spent,
         "steps": steps,
         "accountant_steps": sum(n for _, _, n in engine.accountant.history),
         "delta_vector": (flatten(trained).detach() - start),

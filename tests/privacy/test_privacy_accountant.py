@@ -88,3 +88,26 @@ def test_unknown_accountant_lists_known():
         PrivacyLedger("gdpx", 1e-5)
     with pytest.raises(ValueError, match=r"'moments'.*known: prv, rdp"):
         solve_noise_multiplier(target_epsilon=1.0, delta=1e-5, sample_rate=0.1, steps=10, accountant="moments")
+
+
+def test_rdp_epsilon_equals_opacus_own_to_the_bit_over_mixed_histories():
+    """The ledger's RDP epsilon reuses each (noise, rate)'s one-step curve; Opacus recomputes it
+    for every history entry: the same floats, for run-length histories mixing several rates
+    (local DP's clients: 1/L per client) and noise multipliers, in any order."""
+    from hypothesis import given, settings, strategies as st
+
+    steps = st.tuples(st.sampled_from([0.6, 1.0, 1.7]), st.sampled_from([1.0, 0.5, 1 / 3, 1 / 92, 0.01]),
+                      st.integers(1, 40))
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(steps, min_size=1, max_size=6), st.sampled_from([1e-5, 1e-3]))
+    def check(history, delta):
+        ledger, reference = PrivacyLedger("rdp", delta), RDPAccountant()
+        for z, q, n in history:
+            for _ in range(n):
+                ledger.step(noise_multiplier=z, sample_rate=q)
+                reference.step(noise_multiplier=z, sample_rate=q)
+        assert ledger.history == [tuple(h) for h in reference.history]
+        assert ledger.epsilon() == reference.get_epsilon(delta=delta)
+
+    check()
