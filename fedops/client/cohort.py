@@ -160,14 +160,6 @@ clipped sum is parameter-sized, among :data:`PARAM_COPIES`). A lone client is co
 over (see :func:`_twice`), so a chunk of one takes up to twice its estimate."""
 
 
-def dp_width(batch_size: int) -> int:
-    """The padded width of a DP-SGD pass for an expected Poisson batch of ``batch_size`` rows:
-    four standard deviations above it (a longer batch takes a second pass), so that most steps
-    are one pass."""
-    import math
-
-    return batch_size + math.ceil(4 * math.sqrt(batch_size))
-
 
 def client_bytes(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor, per_sample: bool = False) -> int:
     """Bytes one client adds to a cohort chunk at one step: the tensors autograd saves for the

@@ -211,12 +211,6 @@ def test_dp_sgd_sample_rate_and_expected_batch_are_the_private_loaders():
     assert torch.allclose(got.delta.double(), want["delta_vector"].double(), atol=1e-5, rtol=0)
 
 
-def test_dp_width_is_four_deviations_above_the_batch():
-    from fedops.client.cohort import dp_width
-
-    assert [dp_width(b) for b in (1, 4, 32, 100)] == [5, 12, 55, 140]
-
-
 def test_dp_sgd_cohort_schedule_has_empty_and_long_poisson_batches():
     """The case above is not vacuous: with these seeds some Poisson batches are empty and some
     are longer than 2 rows (taken in several passes)."""
