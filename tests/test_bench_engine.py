@@ -103,3 +103,30 @@ def test_a_side_runs_as_its_own_process(tmp_path):
 def test_unknown_model_is_refused_by_name():
     with pytest.raises(ValueError, match="model 'resnet'.*mlp, small_cnn"):
         engine.config("resnet", rounds=3)
+
+
+def test_dp_sides_alone_are_compared_with_opacus_one_at_a_time():
+    row = {"samples_per_s": None, "end_to_end_s": 20.0, "peak_rss_mb": 1000.0, "cpu_s": 10.0, "test_accuracy": 0.5}
+    r = {"rounds": 5, "repeats": 2, "prepare_s": 3.0, "samples_per_round": 6000.0,
+         "table": {"small_cnn": {"dp_sequential": {**row, "s_per_round": 2.0},
+                                 "dp_cohort": {**row, "s_per_round": 1.0}}}}
+    lines = engine.format_table(r)
+    assert any("| x dp_sequential |" in line for line in lines)
+    cohort = next(line for line in lines if line.startswith("| fedops in process, local DP-SGD, cohort"))
+    assert [c.strip() for c in cohort.strip("|").split("|")][1:4] == ["1.00", "6,000", "0.50"]
+    assert set(engine.DP_SIDES) <= set(engine.LABELS)
+
+
+def test_bench_engine_refuses_unknown_sides_by_name_before_running_anything():
+    from typer.testing import CliRunner
+
+    from fedops.cli import app
+
+    def run(*args):  # the error panel's text, unwrapped
+        result = CliRunner().invoke(app, ["bench", "engine", *args])
+        return result.exit_code, " ".join(result.output.replace("│", " ").split())
+
+    code, text = run("--sides", "dp_cohort,vmap")
+    assert code == 2 and "unknown ['vmap']" in text and "dp_sequential" in text
+    code, text = run("--sides", "dp_cohort", "--write-readme")
+    assert code == 2 and "without --sides" in text
