@@ -283,7 +283,7 @@ class ClientRuntime:
                     out[update.client_id] = replace(update, metrics={**update.metrics, "cohort": 1.0})
         return {cid: out[cid] for cid in client_ids}
 
-    @property
+    @functools.cached_property
     def _dp(self):
         """The cohort path's DP-SGD (``privacy.mode: local``), or None."""
         from fedops.client.cohort import DPSGD
