@@ -24,7 +24,7 @@ POINTS = (
     "checkpoint.written",  # the new state file is on disk (fsynced), not yet renamed
     "checkpoint.renamed",  # the state file is renamed, the manifest still names the previous one
     "tracking.artifacts",  # the round's client table is logged, its metrics are not
-    "round.tracked",  # the round is checkpointed and tracked, the next round has not started
+    "round.tracked",  # the round is checkpointed and handed to the observers (MLflow may still be writing it)
     "run.registering",  # the final model is logged, not yet registered
     "ledger.write",  # inside the reputation ledger's transaction: half of a round's events inserted
 )

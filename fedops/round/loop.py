@@ -8,9 +8,12 @@ Order within a round, and why a killed run resumes cleanly:
 1. the round runs (nothing written yet);
 2. the new state is checkpointed atomically, with the round's released record in it;
 3. observers report the record (MLflow logs it idempotently: the record carries its timestamp).
+   An observer may write it while the next round trains: the loop calls its ``flush`` before it
+   checkpoints the next round, so only the last checkpointed round can be missing.
 
 A run killed before 2 repeats the round from the previous state (the same bytes); killed between
-2 and 3, it resumes after the round and observers log the record they missed first.
+2 and 3, or before the next round's checkpoint, it resumes after the round and observers log the
+record they missed first.
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ class RunObserver(Protocol):
     def started(self, run: FederatedRun, *, resumed_from: int | None) -> None:
         """Before the first round of this attempt (``resumed_from``: the last complete round)."""
 
-    def round_done(self, run: FederatedRun, record: RoundRecord) -> None: ...
+    def round_done(self, run: FederatedRun, record: RoundRecord) -> None:
+        """The round is checkpointed. An observer may write the record later (optional ``flush()``
+        waits for it: called before the next checkpoint); ``finished`` and ``failed`` write what is
+        left."""
 
     def finished(self, run: FederatedRun, result: TrainingResult) -> None: ...
 
@@ -93,6 +99,13 @@ def run_training(
             checkpoints.release()
         if malloc.retained():
             malloc.release()  # what the rounds kept for each other goes back to the system
+
+
+def _flush(observers) -> None:
+    for obs in observers:
+        flush = getattr(obs, "flush", None)
+        if flush is not None:
+            flush()
 
 
 def _restore(run: FederatedRun, checkpoints: CheckpointStore | None, observers, *, fresh: bool) -> int | None:
@@ -133,6 +146,7 @@ def _train(run, executor, checkpoints, observers, schedule, stop_when, resumed_f
                 break
             record = run.run_round(r, executor, evaluate=schedule(r))
             if checkpoints is not None:
+                _flush(observers)  # the previous round is tracked before this one is checkpointed
                 checkpoints.save(run.state_dict(), round_idx=r)
             started = time.perf_counter()
             for obs in observers:

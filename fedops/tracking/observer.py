@@ -9,6 +9,10 @@ One MLflow run per training job, whatever happens to the process:
 * each round's record is logged as its client table (an artifact, overwritten if logged again)
   and then one metrics batch (one transaction) with the record's own timestamp, so a step is
   never logged twice;
+* a round's record is written on a writer thread while the next round trains; the round loop
+  waits for those writes (:meth:`MlflowObserver.flush`) before it checkpoints the next round, so
+  every checkpointed round is tracked except perhaps the last, which a resumed job logs first;
+  a failed write fails the job at that wait, as it would have failed it at the write;
 * the model is logged and registered once per run (a resumed finish reuses them);
 * the run ends FINISHED, FAILED, or KILLED (interrupted); a discarded attempt (``--fresh``)
   whose run was left RUNNING by a killed process is marked KILLED.
@@ -20,6 +24,7 @@ Only the release policy's record reaches this module.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,9 @@ class MlflowObserver:
         self.executor = executor
         self.tracking_uri = resolve_tracking_uri(config.tracking.uri, paths.mlflow_dir)
         self.tracker: RunTracker | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._handed: int | None = None  # the last round handed over: checkpointed, and tracked once written
 
     def _open(self, run_id: str | None = None, tags: dict[str, str] | None = None) -> RunTracker:
         return RunTracker(tracking_uri=self.tracking_uri, experiment=_experiment(self.config),
@@ -66,6 +74,7 @@ class MlflowObserver:
             client.set_terminated(run_id, status="KILLED")
 
     def started(self, run, *, resumed_from: int | None) -> None:
+        self._handed = resumed_from
         known = run.extras.get("mlflow") or {}
         if known.get("run_id"):
             self.tracker = self._open(run_id=known["run_id"])
@@ -87,6 +96,28 @@ class MlflowObserver:
         self._link_orchestrator(run)
 
     def round_done(self, run, record) -> None:
+        """Hand the round's record to the writer thread (after the previous round's writes)."""
+        self.flush()
+        self._handed = record.round
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedops-mlflow")
+        self._pending = self._writer.submit(self._log_round, record)
+
+    def flush(self) -> None:
+        """Wait until the last round handed over is written; a failed write is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def _log_round(self, record) -> None:
         if record.client_table is not None:
             self.tracker.log_dict(record.client_table, f"clients/round_{record.round:04d}.json")
             if self.checkpoint_dir is not None:  # for the table across rounds, logged at the end
@@ -99,6 +130,7 @@ class MlflowObserver:
         self.tracker.log_metrics(record.metrics, step=record.round, timestamp_ms=record.timestamp_ms)
 
     def finished(self, run, result) -> None:
+        self._close()
         t = self.tracker
         t.log_text(rounds_csv(result.history), "reports/rounds.csv")
         self._log_tables_and_curves(result)
@@ -210,9 +242,14 @@ class MlflowObserver:
     def failed(self, run, *, status: str, error: BaseException) -> None:
         if self.tracker is None:
             return
+        try:  # what the writer still holds goes in before the run ends
+            self._close()
+        except Exception:  # already the job's failure, or reported by it
+            pass
         what = f"{type(error).__name__}: {error}"[:5000]
         self.tracker.set_tags({"fedops.failure" if status == "FAILED" else "fedops.killed": what,
-                               "fedops.last_complete_round": str(run.round_idx)})
+                               # a round trained after it but never checkpointed (its wait failed) is not complete
+                               "fedops.last_complete_round": str(self._handed or 0)})
         self.tracker.end(status)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -293,15 +330,15 @@ def mark_stale_runs(paths: Paths, tracking_uri: str) -> list[str]:
     import time
 
     root = paths.checkpoints
-    stale_dirs = []
+    stale_dirs = {}  # directory: its last checkpointed round
     for directory in root.glob("*") if root.is_dir() else []:
         manifest = directory / "manifest.json"
         try:
-            finished = manifest.is_file() and json.loads(manifest.read_text()).get("finished")
+            saved = json.loads(manifest.read_text()) if manifest.is_file() else {}
         except (OSError, ValueError):
-            finished = False
-        if directory.is_dir() and not finished:
-            stale_dirs.append(str(directory))
+            saved = {}
+        if directory.is_dir() and not saved.get("finished"):
+            stale_dirs[str(directory)] = int(saved.get("round") or 0)
     if not stale_dirs:
         return []
     from mlflow.tracking import MlflowClient
@@ -309,13 +346,13 @@ def mark_stale_runs(paths: Paths, tracking_uri: str) -> list[str]:
     client = MlflowClient(tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     marked = []
-    for directory in stale_dirs:
+    for directory, last_round in stale_dirs.items():
         where = directory.replace("'", "\\'")
         for run in client.search_runs(experiments, filter_string=(
                 f"tags.`fedops.checkpoint` = '{where}' and attributes.status = 'RUNNING'")) if experiments else []:
-            steps = {m.step for m in client.get_metric_history(run.info.run_id, SENTINEL)}
+            # the checkpoint's round, not the last logged step: that round's writes may not have landed
             client.set_tag(run.info.run_id, "fedops.killed", (
-                f"its process was gone (killed) at round {max(steps, default=0)}; marked by pid {os.getpid()} at "
+                f"its process was gone (killed) at round {last_round}; marked by pid {os.getpid()} at "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}; the same command resumes it"))
             client.set_terminated(run.info.run_id, status="KILLED")
             marked.append(run.info.run_id)

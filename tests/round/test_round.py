@@ -1,12 +1,16 @@
 """The round object and its loop, in process: resume from a checkpoint equals an uninterrupted
 run; observers see started/failed/finished with the right status; a client whose upload fails is
-dropped, not fatal; the release policy filters a round's record; the sequential executor retries."""
+dropped, not fatal; the release policy filters a round's record; the sequential executor retries;
+MLflow's observer writes a round on its own thread and the loop waits for it before the next
+checkpoint (real MLflow store)."""
 
 import math
+import threading
 
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from fedops.client.runtime import ClientRuntime
 from fedops.config import parse_config
@@ -19,7 +23,10 @@ from fedops.round import (
     World,
     run_training,
 )
+from fedops.paths import Paths
 from fedops.round.executor import Job
+from fedops.tracking.mlflow_tracker import RunTracker
+from fedops.tracking.observer import SENTINEL, MlflowObserver
 
 TINY = {"data": {"name": "synthetic", "num_train": 120, "num_test": 40, "num_classes": 4, "image_size": 8},
         "partition": {"num_clients": 6}, "model": {"name": "small_cnn", "channels": [2, 4], "hidden": 8},
@@ -202,3 +209,78 @@ def test_evaluation_sums_do_not_depend_on_the_shards():
     a = one._evaluate(1, SequentialExecutor(), world.runtime)
     b = three._evaluate(1, SequentialExecutor(), world.runtime)
     assert a["test/accuracy"] == b["test/accuracy"] and math.isclose(a["test/loss"], b["test/loss"], rel_tol=1e-6)
+
+
+# --- MLflow's writer thread: a round is written while the next trains, and is tracked before the next checkpoint
+
+TRACKED = {**TINY, "tracking": {"register_model": False}}
+
+
+def _steps(observer: MlflowObserver) -> list[int]:
+    history = MlflowClient(observer.tracking_uri).get_metric_history(observer.tracker.run_id, SENTINEL)
+    return sorted(m.step for m in history)
+
+
+class WatchedStore(CheckpointStore):
+    """Records, at each round's checkpoint, which rounds MLflow already holds."""
+
+    def __init__(self, *args, observer: MlflowObserver, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.observer, self.seen = observer, []
+
+    def save(self, state, *, round_idx, finished=False):
+        if round_idx > 0 and not finished:
+            self.seen.append((round_idx, _steps(self.observer)))
+        return super().save(state, round_idx=round_idx, finished=finished)
+
+
+def test_rounds_are_written_off_the_loop_and_tracked_before_the_next_checkpoint(tmp_path, monkeypatch):
+    cfg = parse_config(TRACKED)
+    observer = MlflowObserver(config=cfg, paths=Paths.at(tmp_path), checkpoint_dir=tmp_path / "ck")
+    writers = []
+    log_metrics = RunTracker.log_metrics
+
+    def spy(self, metrics, **kwargs):
+        writers.append(threading.current_thread().name)
+        return log_metrics(self, metrics, **kwargs)
+
+    monkeypatch.setattr(RunTracker, "log_metrics", spy)
+    store = WatchedStore(tmp_path / "ck", key="k", observer=observer)
+    result = run_training(FederatedRun(cfg, _world(cfg)), SequentialExecutor(), checkpoints=store,
+                          observers=[observer])
+    assert result.rounds == 5
+    # when round r is checkpointed, rounds 1..r-1 are in MLflow (round r-1's writes were waited for)
+    assert store.seen == [(r, list(range(1, r))) for r in range(1, 6)]
+    assert _steps(observer) == [1, 2, 3, 4, 5]
+    assert len(writers) == 5 and all(w.startswith("fedops-mlflow") for w in writers)  # off the loop's thread
+    assert MlflowClient(observer.tracking_uri).get_run(observer.tracker.run_id).info.status == "FINISHED"
+    assert observer._writer is None  # the thread is gone with the run
+
+
+def test_a_failed_write_fails_the_job_at_the_next_checkpoint_and_resume_logs_the_round(tmp_path, monkeypatch):
+    cfg = parse_config(TRACKED)
+    world = _world(cfg)
+    store = CheckpointStore(tmp_path / "ck", key="k")
+    first = MlflowObserver(config=cfg, paths=Paths.at(tmp_path), checkpoint_dir=tmp_path / "ck")
+    log_metrics = RunTracker.log_metrics
+
+    def broken(self, metrics, *, step, **kwargs):
+        if step == 2:
+            raise OSError("disk full (test)")
+        return log_metrics(self, metrics, step=step, **kwargs)
+
+    monkeypatch.setattr(RunTracker, "log_metrics", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_training(FederatedRun(cfg, world), SequentialExecutor(), checkpoints=store, observers=[first])
+    assert store.load()[1]["round"] == 2  # round 3 trained, but was not checkpointed over an untracked round 2
+    client = MlflowClient(first.tracking_uri)
+    run = client.get_run(first.tracker.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["fedops.last_complete_round"] == "2"
+    assert _steps(first) == [1]
+    monkeypatch.setattr(RunTracker, "log_metrics", log_metrics)
+    second = MlflowObserver(config=cfg, paths=Paths.at(tmp_path), checkpoint_dir=tmp_path / "ck")
+    resumed = run_training(FederatedRun(cfg, world), SequentialExecutor(), checkpoints=store, observers=[second])
+    assert resumed.resumed_from == 2 and second.tracker.run_id == first.tracker.run_id
+    assert _steps(second) == [1, 2, 3, 4, 5]  # round 2 caught up first, every step once
+    reference = run_training(FederatedRun(cfg, world), SequentialExecutor())
+    assert resumed.digest == reference.digest
