@@ -10,6 +10,14 @@ its parameters and momentum are frozen (as FedJAX's ``for_each_client`` does). C
 trained ``chunk_size`` at a time to bound memory; a client's result does not depend on which
 chunk it is in.
 
+A model that is a chain of ``Linear`` layers with ReLU between them (a ``Flatten`` first, the
+MLPs of the zoo) is trained by a hand-written kernel (``kernel="dense"``, chosen by ``"auto"``):
+the forward and backward passes as batched matrix products over the clients (``torch.baddbmm``),
+the loss's gradient as softmax minus the one-hot target, and plain SGD's step fused into the
+weight gradient's product. It computes what the ``torch.func`` path computes (the same rounding
+within 1e-5 in float64, and bytes that do not depend on the chunk) with about a third of its
+memory traffic, which is what bounds a cohort of small layers on a CPU.
+
 Sample-level DP-SGD (``dp``, :class:`DPSGD`) is computed the same way: each client's Poisson
 minibatches are drawn from its own sampling generator exactly as Opacus' ``DPDataLoader`` draws
 them in :func:`fedops.privacy.local_dp.dp_sgd_train` (it is the same loader, over the client's
@@ -102,6 +110,7 @@ def cohort_train(
     chunk_size: int = 32,
     width: int | None = None,
     dp: DPSGD | None = None,
+    kernel: str = "auto",
 ) -> list[ClientUpdate]:
     """Local training of every client in ``clients`` from ``global_params``; one
     :class:`ClientUpdate` per client, in the given order, equal to what ``local_train`` returns
@@ -115,10 +124,21 @@ def cohort_train(
     With ``dp`` each client trains as :func:`fedops.privacy.local_dp.dp_sgd_train` does (Poisson
     minibatches from ``generator``, noise from ``noise_generator``, plain SGD: ``momentum``,
     ``weight_decay``, ``prox_mu`` and per-row weights must be unset) and reports its ``steps``
-    and ``sample_rate`` for the privacy ledger."""
+    and ``sample_rate`` for the privacy ledger.
+
+    ``kernel``: ``"dense"`` (the hand-written kernel for a chain of ``Linear`` and ReLU layers,
+    :func:`dense_chain`), ``"autograd"`` (``torch.func``, any supported model) or ``"auto"``
+    (dense when the model is such a chain and there is no ``dp``)."""
     why = cohort_supported(model)
     if why is not None:
         raise ValueError(f"cohort training does not support this model: {why}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
+    chain = dense_chain(model)
+    if kernel == "dense" and (chain is None or dp is not None):
+        raise ValueError("kernel 'dense' needs a chain of Linear layers with ReLU between them and no DP-SGD "
+                         f"({'DP-SGD is on' if chain is not None else 'this model is not one'})")
+    dense = chain is not None and dp is None and kernel != "autograd"
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if width is None:
@@ -139,7 +159,11 @@ def cohort_train(
     out: list[ClientUpdate] = []
     for lo in range(0, len(clients), chunk_size):
         some = clients[lo:lo + chunk_size]
-        if dp is None:
+        if dense:
+            out.extend(_train_chunk_dense(model, chain, layout=layout, global_params=global_params, x=x, y=y,
+                                          clients=some, epochs=epochs, batch_size=batch_size, lr=lr,
+                                          momentum=momentum, weight_decay=weight_decay, prox_mu=prox_mu, width=width))
+        elif dp is None:
             out.extend(_train_chunk(model, layout=layout, global_params=global_params, x=x, y=y, clients=some,
                                     epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                                     weight_decay=weight_decay, prox_mu=prox_mu, width=width))
@@ -201,7 +225,7 @@ def _stacked(model: nn.Module, layout: ParamLayout, global_params: torch.Tensor,
     layout.load_into(model, global_params)
     names = [n for n, _ in model.named_parameters()]
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
-    params = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())).clone() for n, p in anchor.items()}
+    params = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())) for n, p in anchor.items()}  # copies
     return names, anchor, params
 
 
@@ -221,12 +245,14 @@ def _updates(model, layout, global_params, params, ranked, clients, metrics, sta
     k = len(ranked)
     elapsed = (time.perf_counter() - start) / k
     state = model.state_dict()
-    flat = torch.cat([params[s.name].reshape(k, -1).float() if s.name in params
-                      else state[s.name].detach().reshape(1, -1).float().expand(k, -1) for s in layout.slots], dim=1)
-    deltas = flat - global_params.unsqueeze(0)
     by_client = {}
     for j, c in enumerate(ranked):
-        by_client[id(c)] = ClientUpdate(client_id=c.client_id, delta=deltas[j].clone(),
+        delta = torch.empty_like(global_params)  # its own memory, written once (the round frees it alone)
+        for s in layout.slots:
+            mine = params[s.name][j] if s.name in params else state[s.name].detach()
+            part = slice(s.offset, s.offset + s.numel)
+            torch.sub(mine.reshape(-1).to(torch.float32), global_params[part], out=delta[part])
+        by_client[id(c)] = ClientUpdate(client_id=c.client_id, delta=delta,
                                         num_samples=int(c.indices.numel()), metrics=metrics[j], wall_time_s=elapsed)
     return [by_client[id(c)] for c in clients]
 
@@ -242,23 +268,9 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
     k = len(clients)
     ranked, schedules = _ranked([_schedule(c, epochs=epochs, batch_size=batch_size) for c in clients], clients)
     steps = [len(s) for s in schedules]
-    total = steps[0]
-    device = x.device
-    # the whole chunk's minibatches as one index tensor [step, client, row] and a row mask
-    index = torch.zeros(total, k, width, dtype=torch.long, device=device)
-    mask = torch.zeros(total, k, width, dtype=x.dtype, device=device)
-    for j, sched in enumerate(schedules):
-        for t, b in enumerate(sched):
-            index[t, j, :b.numel()] = b
-            mask[t, j, :b.numel()] = 1
+    total, device = steps[0], x.device
+    index, mask, weights = _padded(ranked, schedules, width=width, x=x)
     active = _active(steps)
-    weights = None
-    if any(c.sample_weights is not None for c in ranked):
-        weights = torch.ones(total, k, width, dtype=x.dtype, device=device)
-        for j, c in enumerate(ranked):
-            if c.sample_weights is not None:
-                weights[:, j] = c.sample_weights.to(device=device, dtype=x.dtype)[index[:, j]]
-
     names, anchor, params = _stacked(model, layout, global_params, k)
     buffers = dict(model.named_buffers())
     bufs: dict[str, torch.Tensor] = {}
@@ -289,18 +301,142 @@ def _train_chunk(model, *, layout, global_params, x, y, clients, epochs, batch_s
         grads, (_, loss) = step_fn({n: twice(v) for n, v in view.items()}, x[rows], y[rows], *extra)
         grads = {n: g[:a] for n, g in grads.items()}
         loss_sums[:a] += loss.detach()[:a]  # in place: rounded as local_train rounds
-        with torch.no_grad():  # torch.optim.SGD's arithmetic (no dampening, no Nesterov)
+        with torch.no_grad():
             for n in names:
-                p, g = view[n], grads[n]
-                if weight_decay:
-                    g = g.add(p, alpha=weight_decay)
-                if momentum:
-                    if t == 0:
-                        bufs[n] = g.clone()
-                    else:
-                        bufs[n][:a].mul_(momentum).add_(g)
-                    g = bufs[n][:a]
-                p.add_(g, alpha=-lr)
+                _sgd(view[n], grads[n], bufs, n, first=t == 0, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    metrics = [{"train_loss": float(loss_sums[j]) / steps[j], "steps": float(steps[j])} for j in range(k)]
+    return _updates(model, layout, global_params, params, ranked, clients, metrics, start)
+
+
+def _padded(ranked, schedules, *, width: int, x: torch.Tensor):
+    """The chunk's minibatches as one index tensor ``[step, client, row]``, its row mask, and
+    the per-row loss weights (None when no client has any), padded to ``width`` rows."""
+    total, k, device = len(schedules[0]), len(ranked), x.device
+    index = torch.zeros(total, k, width, dtype=torch.long, device=device)
+    mask = torch.zeros(total, k, width, dtype=x.dtype, device=device)
+    for j, sched in enumerate(schedules):
+        for t, b in enumerate(sched):
+            index[t, j, :b.numel()] = b
+            mask[t, j, :b.numel()] = 1
+    weights = None
+    if any(c.sample_weights is not None for c in ranked):
+        weights = torch.ones(total, k, width, dtype=x.dtype, device=device)
+        for j, c in enumerate(ranked):
+            if c.sample_weights is not None:
+                weights[:, j] = c.sample_weights.to(device=device, dtype=x.dtype)[index[:, j]]
+    return index, mask, weights
+
+
+def _sgd(p: torch.Tensor, g: torch.Tensor, bufs: dict, name: str, *, first: bool, lr: float, momentum: float,
+         weight_decay: float) -> None:
+    """``torch.optim.SGD``'s step (no dampening, no Nesterov) on the training clients' rows ``p``
+    (a view of the stacked parameters), with their momentum rows in ``bufs[name]``."""
+    if weight_decay:
+        g = g.add(p, alpha=weight_decay)
+    if momentum:
+        a = p.shape[0]
+        if first:
+            bufs[name] = g.clone()
+        else:
+            bufs[name][:a].mul_(momentum).add_(g)
+        g = bufs[name][:a]
+    p.add_(g, alpha=-lr)
+
+
+KERNELS = ("auto", "dense", "autograd")
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """One ``Linear`` layer of a dense chain: its parameters' names, and whether a ReLU follows."""
+
+    weight: str
+    bias: str | None
+    relu: bool
+
+
+def dense_chain(model: nn.Module) -> list[DenseLayer] | None:
+    """The model as ``[Flatten] Linear (ReLU Linear)*`` (identities and dropout with p = 0 left
+    out), or None when it is anything else."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    mods = [(n, m) for n, m in model.named_children()
+            if not isinstance(m, nn.Identity) and not (isinstance(m, nn.modules.dropout._DropoutNd) and m.p == 0)]
+    if mods and isinstance(mods[0][1], nn.Flatten) and (mods[0][1].start_dim, mods[0][1].end_dim) == (1, -1):
+        mods = mods[1:]
+    layers: list[DenseLayer] = []
+    for i, (name, m) in enumerate(mods):
+        if isinstance(m, nn.Linear) and (i == 0 or isinstance(mods[i - 1][1], nn.ReLU)):
+            layers.append(DenseLayer(weight=f"{name}.weight", bias=f"{name}.bias" if m.bias is not None else None,
+                                     relu=False))
+        elif isinstance(m, nn.ReLU) and layers and not layers[-1].relu and i < len(mods) - 1:
+            layers[-1] = DenseLayer(weight=layers[-1].weight, bias=layers[-1].bias, relu=True)
+        else:
+            return None
+    return layers or None
+
+
+def _train_chunk_dense(model, chain: list[DenseLayer], *, layout, global_params, x, y, clients, epochs, batch_size,
+                       lr, momentum, weight_decay, prox_mu, width) -> list[ClientUpdate]:
+    """One chunk of a dense chain, as :func:`_train_chunk` (longest first, the training clients a
+    prefix, padded rows masked), with the backward pass written out: for each layer, from the
+    last, the weight gradient is ``delta^T @ input`` and the input's delta ``delta @ W`` times
+    the ReLU's mask. With plain SGD the step is fused into that product (``baddbmm_``)."""
+    start = time.perf_counter()
+    k = len(clients)
+    ranked, schedules = _ranked([_schedule(c, epochs=epochs, batch_size=batch_size) for c in clients], clients)
+    steps = [len(s) for s in schedules]
+    index, mask, weights = _padded(ranked, schedules, width=width, x=x)
+    active = _active(steps)
+    names, anchor, params = _stacked(model, layout, global_params, k)
+    fused = not (momentum or weight_decay or prox_mu)
+    bufs: dict[str, torch.Tensor] = {}
+    loss_sums = torch.zeros(k, device=x.device)  # the default dtype, as local_train sums its losses
+    with torch.no_grad():
+        for t in range(steps[0]):
+            a = active[t]
+            twice = _twice(a)  # a lone client is computed (and stepped) as two: copied back below
+            work = {n: twice(params[n][:a]) for n in names}
+            rows, m = twice(index[t, :a]), twice(mask[t, :a])
+            rw = m if weights is None else m * twice(weights[t, :a])  # each row's weight in the loss
+            inputs = [x[rows].reshape(rows.shape[0], rows.shape[1], -1)]
+            for layer in chain:
+                w = work[layer.weight]
+                z = (torch.bmm(inputs[-1], w.transpose(1, 2)) if layer.bias is None
+                     else torch.baddbmm(work[layer.bias].unsqueeze(1), inputs[-1], w.transpose(1, 2)))
+                inputs.append(z.clamp_min(0) if layer.relu else z)
+            logp = inputs.pop().log_softmax(dim=-1)
+            target = y[rows].unsqueeze(-1)
+            denom = m.sum(dim=1)
+            loss = (-logp.gather(-1, target).squeeze(-1) * rw).sum(dim=1) / denom
+            loss_sums[:a] += loss[:a]
+            delta = logp.exp_()  # d loss / d logits: (softmax - one-hot) * the row's weight / the rows
+            delta.scatter_add_(-1, target, torch.full_like(target, -1, dtype=delta.dtype))
+            delta.mul_((rw / denom.unsqueeze(1)).unsqueeze(-1))
+            grads = {}
+            for i in range(len(chain) - 1, -1, -1):
+                layer, inp = chain[i], inputs[i]
+                w = work[layer.weight]
+                back = torch.bmm(delta, w) if i > 0 else None  # with the layer's weights before the step
+                if fused:  # plain SGD: w <- w - lr * delta^T @ input, in one product
+                    w.baddbmm_(delta.transpose(1, 2), inp, alpha=-lr)
+                    if layer.bias is not None:
+                        work[layer.bias].sub_(delta.sum(dim=1), alpha=lr)
+                else:
+                    grads[layer.weight] = torch.bmm(delta.transpose(1, 2), inp)
+                    if layer.bias is not None:
+                        grads[layer.bias] = delta.sum(dim=1)
+                if back is not None:
+                    delta = back.mul_(inp > 0)  # the ReLU before this layer
+            if fused and a == 1:  # the lone client's copy was stepped
+                for n in names:
+                    params[n][:1].copy_(work[n][:1])
+            for n, g in grads.items():
+                view = params[n][:a]
+                g = g[:a]
+                if prox_mu:  # FedProx: the gradient of mu/2 * |w - w_global|^2
+                    g = g + prox_mu * (view - anchor[n])
+                _sgd(view, g, bufs, n, first=t == 0, lr=lr, momentum=momentum, weight_decay=weight_decay)
     metrics = [{"train_loss": float(loss_sums[j]) / steps[j], "steps": float(steps[j])} for j in range(k)]
     return _updates(model, layout, global_params, params, ranked, clients, metrics, start)
 

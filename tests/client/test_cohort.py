@@ -1,7 +1,8 @@
 """Cohort training equals sequential local training, client by client: float64 on CPU within
 1e-5 (here far closer), FedAvg and FedProx, momentum and weight decay, unequal client sizes (so
 unequal step counts and a smaller last batch), per-row loss weights, and any chunk size; in
-float32 the same bytes whatever the chunk size."""
+float32 the same bytes whatever the chunk size. Both kernels: ``torch.func`` (``autograd``) and
+the hand-written one for chains of Linear and ReLU layers (``dense``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedops.client.cohort import CohortClient, cohort_supported, cohort_train
+from fedops.client.cohort import CohortClient, DenseLayer, cohort_supported, cohort_train, dense_chain
 from fedops.client.local import local_train
 from fedops.types import ParamLayout
 
@@ -38,7 +39,7 @@ def _sequential(model, layout, params, x, y, indices, weights=None, **hp):
                         generator=_gen(c), sample_weights=weights, **hp) for c, ix in enumerate(indices)]
 
 
-def _cohort(model, layout, params, x, y, indices, weights=None, chunk_size=32, **hp):
+def _cohort(model, layout, params, x, y, indices, weights=None, chunk_size=32, **hp):  # hp: kernel= too
     clients = [CohortClient(client_id=c, indices=ix, generator=_gen(c), sample_weights=weights)
                for c, ix in enumerate(indices)]
     return cohort_train(model, layout=layout, global_params=params, x=x, y=y, clients=clients,
@@ -52,10 +53,11 @@ def _cohort(model, layout, params, x, y, indices, weights=None, chunk_size=32, *
     dict(epochs=1, batch_size=None, lr=0.3),  # FedSGD: one full-batch step
 ], ids=["fedavg", "fedprox", "momentum-wd-prox", "full-batch"])
 @pytest.mark.parametrize("chunk_size", [1, 2, 5])
-def test_cohort_updates_equal_the_sequential_ones_in_float64(hp, chunk_size):
+@pytest.mark.parametrize("kernel", ["autograd", "dense"])
+def test_cohort_updates_equal_the_sequential_ones_in_float64(hp, chunk_size, kernel):
     model, layout, params, x, y, indices = _setup(torch.float64)
     want = _sequential(model, layout, params, x, y, indices, **hp)
-    got = _cohort(model, layout, params, x, y, indices, chunk_size=chunk_size, **hp)
+    got = _cohort(model, layout, params, x, y, indices, chunk_size=chunk_size, kernel=kernel, **hp)
     for a, b in zip(want, got):
         assert a.client_id == b.client_id and a.num_samples == b.num_samples
         assert torch.allclose(a.delta, b.delta, atol=1e-10, rtol=0), (a.client_id, (a.delta - b.delta).abs().max())
@@ -63,25 +65,72 @@ def test_cohort_updates_equal_the_sequential_ones_in_float64(hp, chunk_size):
         assert a.metrics["train_loss"] == pytest.approx(b.metrics["train_loss"], rel=1e-9)
 
 
-def test_per_row_loss_weights_match():
+@pytest.mark.parametrize("kernel", ["autograd", "dense"])
+def test_per_row_loss_weights_match(kernel):
     model, layout, params, x, y, indices = _setup(torch.float64)
     weights = torch.rand(x.shape[0], dtype=torch.float32) + 0.5
     hp = dict(epochs=2, batch_size=4, lr=0.1)
     want = _sequential(model, layout, params, x, y, indices, weights=weights, **hp)
-    got = _cohort(model, layout, params, x, y, indices, weights=weights, **hp)
+    got = _cohort(model, layout, params, x, y, indices, weights=weights, kernel=kernel, **hp)
     for a, b in zip(want, got):
         assert torch.allclose(a.delta, b.delta, atol=1e-10, rtol=0)
 
 
-def test_float32_bytes_do_not_depend_on_the_chunk_size():
+@pytest.mark.parametrize("kernel", ["autograd", "dense"])
+@pytest.mark.parametrize("momentum", [0.0, 0.5], ids=["fused-step", "momentum"])
+def test_float32_bytes_do_not_depend_on_the_chunk_size(kernel, momentum):
     model, layout, params, x, y, indices = _setup(torch.float32)
-    hp = dict(epochs=2, batch_size=4, lr=0.1, momentum=0.5)
+    hp = dict(epochs=2, batch_size=4, lr=0.1, momentum=momentum)
 
     def digest(chunk):
-        ups = _cohort(model, layout, params, x, y, indices, chunk_size=chunk, **hp)
+        ups = _cohort(model, layout, params, x, y, indices, chunk_size=chunk, kernel=kernel, **hp)
         return hashlib.sha256(b"".join(u.delta.numpy().tobytes() for u in ups)).hexdigest()
 
     assert digest(1) == digest(2) == digest(5)
+
+
+def test_the_zoo_mlp_on_images_trains_the_same_with_either_kernel():
+    """The 2NN shape (Flatten, Linear, ReLU, Linear, ReLU, Linear) on image rows, float64: the
+    dense kernel, the autograd one and local_train agree; identities and p = 0 dropout are skipped."""
+    from fedops.config import parse_config
+
+    torch.manual_seed(1)
+    model = parse_config({"model": {"name": "mlp", "hidden": [7, 5]}}).model.build(
+        input_shape=(1, 4, 4), num_classes=3, seed=0).double()
+    assert [layer.relu for layer in dense_chain(model)] == [True, True, False]
+    x = torch.randn(40, 1, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,))
+    indices = [torch.arange(0, 11), torch.arange(11, 14), torch.arange(14, 40)]
+    layout = ParamLayout.from_module(model)
+    params = layout.flatten(model).clone()
+    hp = dict(epochs=2, batch_size=5, lr=0.2)
+    want = _sequential(model, layout, params, x, y, indices, **hp)
+    for kernel in ("dense", "autograd"):
+        got = _cohort(model, layout, params, x, y, indices, chunk_size=2, kernel=kernel, **hp)
+        for a, b in zip(want, got):
+            assert torch.allclose(a.delta, b.delta, atol=1e-10, rtol=0), (kernel, a.client_id)
+            assert a.metrics["train_loss"] == pytest.approx(b.metrics["train_loss"], rel=1e-9)
+
+
+def test_only_chains_of_linear_and_relu_take_the_dense_kernel():
+    assert dense_chain(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Identity(), nn.Dropout(0.0),
+                                     nn.Linear(3, 2, bias=False))) == [
+        DenseLayer(weight="1.weight", bias="1.bias", relu=True), DenseLayer(weight="5.weight", bias=None, relu=False)]
+    for other in (nn.Linear(4, 2),  # not a Sequential
+                  nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)),  # no ReLU between
+                  nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)),  # another activation
+                  nn.Sequential(nn.Linear(4, 3), nn.ReLU()),  # ends in a ReLU
+                  nn.Sequential(nn.Flatten(0), nn.Linear(4, 3)),  # flattens the batch too
+                  nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2))):
+        assert dense_chain(other) is None, other
+    model, layout, params, x, y, indices = _setup(torch.float32)
+    with pytest.raises(ValueError, match="kernel must be one of 'auto', 'dense', 'autograd', got 'fast'"):
+        _cohort(model, layout, params, x, y, indices, kernel="fast", epochs=1, batch_size=4, lr=0.1)
+    tanh = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+    tanh_layout = ParamLayout.from_module(tanh)
+    with pytest.raises(ValueError, match=r"kernel .dense. needs a chain .* \(this model is not one\)"):
+        _cohort(tanh, tanh_layout, tanh_layout.flatten(tanh), x, y, indices, kernel="dense", epochs=1, batch_size=4,
+                lr=0.1)
 
 
 def test_models_with_random_or_stateful_layers_are_refused_with_the_reason():
