@@ -416,6 +416,32 @@ def bench_engine(
             write(r)
 
 
+@bench_app.command("cohort")
+def bench_cohort(
+    models: str = typer.Option("mlp,small_cnn", help="Comma-separated: mlp (2NN, 784-200-200-10), small_cnn."),
+    ks: str = typer.Option("10,100", help="Comma-separated client counts K."),
+    rows: int = typer.Option(600, min=1, help="Training rows per client (E = 1, B = 32)."),
+    repeats: int = typer.Option(2, min=1, help="Interleaved timed repeats (after one untimed pass)."),
+) -> None:
+    """Cohort training against one client at a time (1 thread, 2 threads, two 1-thread processes), interleaved."""
+    with _user_errors():
+        from fedops_benchmarks.cohort_speed import MODELS, format_table, main
+
+        chosen = tuple(m.strip() for m in models.split(",") if m.strip())
+        unknown = [m for m in chosen if m not in MODELS]
+        if unknown or not chosen:
+            raise typer.BadParameter(f"--models {models!r}: unknown {unknown or 'none given'}; expected some of "
+                                     f"{', '.join(MODELS)}")
+        try:
+            counts = tuple(int(k) for k in ks.split(",") if k.strip())
+        except ValueError:
+            counts = ()
+        if not counts or min(counts) < 1:
+            raise typer.BadParameter(f"--ks {ks!r}: expected comma-separated client counts >= 1, e.g. 10,100")
+        for line in format_table(main(models=chosen, ks=counts, rows=rows, repeats=repeats)):
+            typer.echo(line)
+
+
 @bench_app.command("scale")
 def bench_scale(
     clients: int = typer.Option(10_000, min=2), per_round: int = typer.Option(100, min=1),
