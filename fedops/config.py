@@ -433,7 +433,8 @@ class ExecutionSection(Section):
     cluster of ``max_workers`` single-threaded processes, or the existing cluster whose scheduler
     is at ``dask_address``), ``sequential`` (one client after another in the calling thread, no
     Prefect tasks), ``cohort`` (the clients of a task trained at once, vectorised with
-    ``torch.func``, ``cohort_chunk`` at a time, by default as many as fit in
+    ``torch.func``, or a hand-written kernel for chains of Linear and ReLU layers,
+    ``cohort_chunk`` at a time, by default as many as fit in
     ``cohort_memory_mb``) or ``auto`` (cohort or one client at a time,
     whichever a short probe of the model on the device finds faster). ``clients_per_task`` puts
     at most that many clients in one Prefect task, the round's clients spread over the tasks by

@@ -23,7 +23,7 @@ POINTS = (
     "round.evaluate",  # inside the evaluation of the global model
     "checkpoint.written",  # the new state file is on disk (fsynced), not yet renamed
     "checkpoint.renamed",  # the state file is renamed, the manifest still names the previous one
-    "tracking.artifacts",  # the round's client table is logged, its metrics are not
+    "tracking.artifacts",  # the round's client table is logged, its metrics are not (on the MLflow writer thread: use =kill)
     "round.tracked",  # the round is checkpointed and handed to the observers (MLflow may still be writing it)
     "run.registering",  # the final model is logged, not yet registered
     "ledger.write",  # inside the reputation ledger's transaction: half of a round's events inserted

@@ -244,15 +244,20 @@ class MlflowObserver:
             return
         try:  # what the writer still holds goes in before the run ends
             self._close()
-        except Exception:  # already the job's failure, or reported by it
+        except BaseException:  # the job's failure already, or a second Ctrl-C: the run is ended all the same
             pass
         what = f"{type(error).__name__}: {error}"[:5000]
         self.tracker.set_tags({"fedops.failure" if status == "FAILED" else "fedops.killed": what,
-                               # a round trained after it but never checkpointed (its wait failed) is not complete
-                               "fedops.last_complete_round": str(self._handed or 0)})
+                               # the checkpoint's round: a round trained after it but not checkpointed is not complete
+                               "fedops.last_complete_round": str(self._last_complete(run))})
         self.tracker.end(status)
 
     # --- helpers ------------------------------------------------------------------------------
+    def _last_complete(self, run) -> int:
+        """The round the job resumes after: its checkpoint's, else the last round handed over."""
+        saved = None if self.checkpoint_dir is None else checkpointed_round(self.checkpoint_dir)
+        return saved if saved is not None else (self._handed or 0)
+
     def _tags(self, run) -> dict[str, str]:
         cfg = self.config
         tags = {"fedops.role": "federated", "fedops.dataset": cfg.data.name, "fedops.config": cfg.name,
@@ -319,6 +324,21 @@ class MlflowObserver:
             self.round_done(run, record)
 
 
+def _manifest(directory: Path) -> dict[str, Any]:
+    """A checkpoint directory's manifest, or {} when it has none or it is unreadable."""
+    manifest = directory / "manifest.json"
+    try:
+        return json.loads(manifest.read_text()) if manifest.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def checkpointed_round(directory: Path) -> int | None:
+    """The round a checkpoint directory's manifest names (None: no readable manifest)."""
+    saved = _manifest(directory).get("round")
+    return None if saved is None else int(saved)
+
+
 def mark_stale_runs(paths: Paths, tracking_uri: str) -> list[str]:
     """Training runs of this work directory that a killed process left RUNNING become KILLED.
 
@@ -332,11 +352,7 @@ def mark_stale_runs(paths: Paths, tracking_uri: str) -> list[str]:
     root = paths.checkpoints
     stale_dirs = {}  # directory: its last checkpointed round
     for directory in root.glob("*") if root.is_dir() else []:
-        manifest = directory / "manifest.json"
-        try:
-            saved = json.loads(manifest.read_text()) if manifest.is_file() else {}
-        except (OSError, ValueError):
-            saved = {}
+        saved = _manifest(directory)
         if directory.is_dir() and not saved.get("finished"):
             stale_dirs[str(directory)] = int(saved.get("round") or 0)
     if not stale_dirs:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedops.client.cohort import CohortClient, DenseLayer, cohort_supported, cohort_train, dense_chain
+from fedops.client.cohort import CohortClient, DenseChain, DenseLayer, cohort_supported, cohort_train, dense_chain
 from fedops.client.local import local_train
 from fedops.types import ParamLayout
 
@@ -97,7 +97,7 @@ def test_the_zoo_mlp_on_images_trains_the_same_with_either_kernel():
     torch.manual_seed(1)
     model = parse_config({"model": {"name": "mlp", "hidden": [7, 5]}}).model.build(
         input_shape=(1, 4, 4), num_classes=3, seed=0).double()
-    assert [layer.relu for layer in dense_chain(model)] == [True, True, False]
+    assert [layer.relu for layer in dense_chain(model).layers] == [True, True, False] and dense_chain(model).flattens
     x = torch.randn(40, 1, 4, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (40,))
     indices = [torch.arange(0, 11), torch.arange(11, 14), torch.arange(14, 40)]
@@ -114,14 +114,28 @@ def test_the_zoo_mlp_on_images_trains_the_same_with_either_kernel():
 
 def test_only_chains_of_linear_and_relu_take_the_dense_kernel():
     assert dense_chain(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Identity(), nn.Dropout(0.0),
-                                     nn.Linear(3, 2, bias=False))) == [
-        DenseLayer(weight="1.weight", bias="1.bias", relu=True), DenseLayer(weight="5.weight", bias=None, relu=False)]
+                                     nn.Linear(3, 2, bias=False))) == DenseChain(layers=(
+        DenseLayer(weight="1.weight", bias="1.bias", relu=True), DenseLayer(weight="5.weight", bias=None, relu=False)),
+        flattens=True)
+    relu = nn.ReLU()
+
+    class Scaled(nn.Sequential):  # its own forward
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    hooked = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    hooked[2].register_forward_hook(lambda module, args, out: out * 0)
+    parametrized = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    torch.nn.utils.parametrizations.weight_norm(parametrized[0])
     for other in (nn.Linear(4, 2),  # not a Sequential
                   nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)),  # no ReLU between
                   nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)),  # another activation
                   nn.Sequential(nn.Linear(4, 3), nn.ReLU()),  # ends in a ReLU
                   nn.Sequential(nn.Flatten(0), nn.Linear(4, 3)),  # flattens the batch too
-                  nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2))):
+                  nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)),
+                  nn.Sequential(nn.Linear(4, 3), relu, nn.Linear(3, 2), relu),  # one ReLU twice: the last on the logits
+                  Scaled(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), hooked, parametrized,
+                  nn.Sequential(nn.Sequential(nn.Linear(4, 3)), nn.ReLU(), nn.Linear(3, 2))):  # nested
         assert dense_chain(other) is None, other
     model, layout, params, x, y, indices = _setup(torch.float32)
     with pytest.raises(ValueError, match="kernel must be one of 'auto', 'dense', 'autograd', got 'fast'"):
@@ -131,6 +145,12 @@ def test_only_chains_of_linear_and_relu_take_the_dense_kernel():
     with pytest.raises(ValueError, match=r"kernel .dense. needs a chain .* \(this model is not one\)"):
         _cohort(tanh, tanh_layout, tanh_layout.flatten(tanh), x, y, indices, kernel="dense", epochs=1, batch_size=4,
                 lr=0.1)
+    # no Flatten: Linear acts on the last dimension of image rows, which the dense kernel does not do; auto falls back
+    images = x.reshape(-1, 1, 2, 3)
+    with pytest.raises(ValueError, match=r"rows of shape \(1, 2, 3\) need a Flatten first"):
+        _cohort(model, layout, params, images, y, indices, kernel="dense", epochs=1, batch_size=4, lr=0.1)
+    with pytest.raises(Exception, match="shape|size"):  # the model's own forward fails on such rows too
+        _cohort(model, layout, params, images, y, indices, kernel="auto", epochs=1, batch_size=4, lr=0.1)
 
 
 def test_models_with_random_or_stateful_layers_are_refused_with_the_reason():
