@@ -101,3 +101,16 @@ def absent(driver, by, selector: str) -> bool:
         return not driver.find_elements(by, selector)
     finally:
         driver.implicitly_wait(15)
+
+
+def url_when(driver, check, *, what: str, timeout: float = 15.0) -> str:
+    """The page's URL once ``check(url)`` holds: a click's navigation may not have landed yet
+    (the implicit wait covers element lookups, not ``current_url``)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, timeout).until(lambda d: check(d.current_url))
+    except TimeoutException:
+        raise AssertionError(f"the browser never reached {what} in {timeout:.0f} s: at {driver.current_url}") from None
+    return driver.current_url

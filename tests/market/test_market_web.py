@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 import yaml
-from market_helpers import absent, screenshot
+from market_helpers import absent, screenshot, url_when
 from selenium.webdriver.common.by import By
 from test_market_api import account, auth, counts, fingerprint
 
@@ -31,7 +31,7 @@ def test_publish_join_and_leave_in_the_browser(api_service, browser):
     req = account(svc, "requester", "Lab")
     before = counts(svc)["market_tasks"]
     login(browser, url, req["token"], "/tasks/new")
-    assert browser.current_url.endswith("/tasks/new")
+    url_when(browser, lambda u: u.endswith("/tasks/new"), what="the publishing form")
 
     def fill(title: str, cfg_text: str) -> None:
         for field, value in (("f-title", title), ("f-min-owners", "2"), ("f-config", cfg_text),
@@ -51,8 +51,8 @@ def test_publish_join_and_leave_in_the_browser(api_service, browser):
 
     title = "Diabetes <b>risk</b> & <script>document.title='owned'</script>"
     fill(title, yaml.safe_dump(config))
-    assert "/tasks/" in browser.current_url and not browser.current_url.endswith("/new")
-    task_id = browser.current_url.rsplit("/", 1)[1]
+    page = url_when(browser, lambda u: "/tasks/" in u and not u.endswith("/new"), what="the new task's page")
+    task_id = page.rsplit("/", 1)[1]
     assert browser.find_element(By.ID, "title").text == title  # shown as text
     assert absent(browser, By.CSS_SELECTOR, "#title b") and browser.title == f"{title} · fedops market"
     assert absent(browser, By.TAG_NAME, "script")
