@@ -54,7 +54,6 @@ class MlflowObserver:
         self.tracker: RunTracker | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
-        self._handed: int | None = None  # the last round handed over: checkpointed, and tracked once written
 
     def _open(self, run_id: str | None = None, tags: dict[str, str] | None = None) -> RunTracker:
         return RunTracker(tracking_uri=self.tracking_uri, experiment=_experiment(self.config),
@@ -74,7 +73,6 @@ class MlflowObserver:
             client.set_terminated(run_id, status="KILLED")
 
     def started(self, run, *, resumed_from: int | None) -> None:
-        self._handed = resumed_from
         known = run.extras.get("mlflow") or {}
         if known.get("run_id"):
             self.tracker = self._open(run_id=known["run_id"])
@@ -98,7 +96,6 @@ class MlflowObserver:
     def round_done(self, run, record) -> None:
         """Hand the round's record to the writer thread (after the previous round's writes)."""
         self.flush()
-        self._handed = record.round
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedops-mlflow")
         self._pending = self._writer.submit(self._log_round, record)
@@ -254,9 +251,9 @@ class MlflowObserver:
 
     # --- helpers ------------------------------------------------------------------------------
     def _last_complete(self, run) -> int:
-        """The round the job resumes after: its checkpoint's, else the last round handed over."""
+        """The round the job resumes after: its checkpoint's (the run may have trained past it)."""
         saved = None if self.checkpoint_dir is None else checkpointed_round(self.checkpoint_dir)
-        return saved if saved is not None else (self._handed or 0)
+        return run.round_idx if saved is None else saved
 
     def _tags(self, run) -> dict[str, str]:
         cfg = self.config
